@@ -1,0 +1,11 @@
+"""``python -m core run [--as-of DATE] [--partition YYYY-MM]``: the bare run (same as ``quartet run bare``)."""
+
+import sys
+
+from core.cli import main
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if args[:1] == ["run"] and (len(args) == 1 or args[1].startswith("-")):
+        args = ["run", "bare", *args[1:]]
+    sys.exit(main(args))

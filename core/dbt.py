@@ -1,0 +1,176 @@
+"""Running the dbt project (transform/) programmatically, and its prepared manifest.
+
+The manifest is prepared once (``dbt parse``) into ``.quartet/dbt-manifest/`` and re-prepared only
+when a file of the dbt project changes; the orchestrators read their graphs from it (Dagster's
+``@dbt_assets``, Cosmos' ``LoadMode.DBT_MANIFEST``, the canonical lineage). A run builds with
+``dbt build`` (models and tests interleaved in DAG order, so a failing test skips what is
+downstream of it) into a target dir of its own, seeded with the prepared partial-parse state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core import settings
+
+PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "packages.yml")
+PROJECT_DIRS = ("models", "macros", "tests", "seeds", "snapshots", "analyses")
+
+
+class DbtBuildError(RuntimeError):
+    """dbt build finished with failed tests or errored models; names them."""
+
+    def __init__(self, message: str, failures: list[NodeResult]) -> None:
+        super().__init__(message)
+        self.failures = failures
+
+
+@dataclass
+class NodeResult:
+    unique_id: str
+    name: str
+    resource_type: str
+    status: str
+    seconds: float
+    message: str = ""
+    rows: int | None = None
+
+
+@dataclass
+class BuildResult:
+    nodes: list[NodeResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(1 for n in self.nodes if n.status == status)
+
+
+def project_fingerprint() -> str:
+    """Hash of every file of the dbt project that can change the manifest."""
+    digest = hashlib.sha256()
+    root = settings.TRANSFORM_DIR
+    files = [root / name for name in PROJECT_FILES if (root / name).exists()]
+    for folder in PROJECT_DIRS:
+        if (root / folder).exists():
+            files += sorted(p for p in (root / folder).rglob("*") if p.is_file())
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _base_args(target_dir: Path, log_dir: Path) -> list[str]:
+    return [
+        "--project-dir", str(settings.TRANSFORM_DIR),
+        "--profiles-dir", str(settings.TRANSFORM_DIR),
+        "--target-path", str(target_dir),
+        "--log-path", str(log_dir),
+    ]  # fmt: skip
+
+
+def _invoke(args: list[str], callbacks: list[Callable] | None = None):
+    from dbt.cli.main import dbtRunner  # dbt import costs ~4 s: only when dbt runs
+
+    os.environ.setdefault(settings.WAREHOUSE_ENV, str(settings.warehouse_dir() / "_parse.duckdb"))
+    return dbtRunner(callbacks=callbacks or []).invoke(args)
+
+
+def prepare_manifest(force: bool = False) -> Path:
+    """Parse the project once into .quartet/dbt-manifest/ (again only when the project changed)."""
+    manifest = settings.manifest_path()
+    stamp = manifest.with_name("project.sha256")
+    current = project_fingerprint()
+    if not force and manifest.exists() and stamp.exists() and stamp.read_text() == current:
+        return manifest
+    target = manifest.parent
+    target.mkdir(parents=True, exist_ok=True)
+    result = _invoke(["parse", "--quiet", *_base_args(target, target / "logs")])
+    if not result.success or not manifest.exists():
+        raise RuntimeError(f"dbt parse of {settings.TRANSFORM_DIR} failed: {result.exception}")
+    stamp.write_text(current)
+    return manifest
+
+
+def load_manifest() -> dict:
+    return json.loads(prepare_manifest().read_text())
+
+
+def _seed_partial_parse(target_dir: Path) -> None:
+    """Start a run's target dir from the prepared parse, so dbt does not parse from scratch."""
+    prepared = settings.manifest_path().parent / "partial_parse.msgpack"
+    mine = target_dir / "partial_parse.msgpack"
+    if prepared.exists() and (not mine.exists() or mine.stat().st_mtime < prepared.stat().st_mtime):
+        target_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(prepared, mine)
+
+
+def build(
+    pipeline: settings.PipelineSettings,
+    *,
+    select: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    full_refresh: bool = False,
+    extra_vars: dict | None = None,
+    on_node: Callable[[NodeResult], None] | None = None,
+) -> BuildResult:
+    """``dbt build`` into ``pipeline.warehouse``; raises DbtBuildError naming what failed."""
+    from dbt.contracts.results import RunStatus, TestStatus
+
+    prepare_manifest()
+    _seed_partial_parse(pipeline.dbt_target_dir)
+    os.environ[settings.WAREHOUSE_ENV] = str(pipeline.warehouse)
+    args = ["build", "--quiet", *_base_args(pipeline.dbt_target_dir, pipeline.dbt_log_dir)]
+    if select:
+        args += ["--select", *select]
+    if exclude:
+        args += ["--exclude", *exclude]
+    if full_refresh:
+        args.append("--full-refresh")
+    if extra_vars:
+        args += ["--vars", json.dumps(extra_vars)]
+
+    nodes: list[NodeResult] = []
+
+    def callback(event) -> None:
+        if event.info.name != "NodeFinished":
+            return
+        info = event.data.run_result
+        node = event.data.node_info
+        response = info.adapter_response  # a protobuf Struct
+        rows = response["rows_affected"] if "rows_affected" in response else None
+        result = NodeResult(
+            unique_id=node.unique_id,
+            name=node.node_name,
+            resource_type=node.resource_type,
+            status=info.status,
+            seconds=float(info.execution_time or 0.0),
+            message=info.message or "",
+            rows=int(rows) if isinstance(rows, int | float) else None,
+        )
+        nodes.append(result)
+        if on_node:
+            on_node(result)
+
+    started = time.perf_counter()
+    result = _invoke(args, [callback])
+    build_result = BuildResult(nodes=nodes, seconds=time.perf_counter() - started)
+    failed_states = {RunStatus.Error, TestStatus.Fail, TestStatus.Error, RunStatus.Skipped}
+    failures = [n for n in nodes if n.status in failed_states]
+    if result.exception is not None:
+        raise DbtBuildError(f"dbt build could not run: {result.exception}", failures)
+    if not result.success or any(n.status != RunStatus.Skipped for n in failures):
+        broken = [n for n in failures if n.status != RunStatus.Skipped]
+        skipped = [n.name for n in failures if n.status == RunStatus.Skipped]
+        lines = [f"{n.resource_type} {n.name}: {n.status} - {n.message}" for n in broken]
+        message = "dbt build failed:\n  " + "\n  ".join(lines or ["(see dbt logs)"])
+        if skipped:
+            message += f"\n  skipped downstream (left as they were): {', '.join(sorted(skipped))}"
+        raise DbtBuildError(message, failures)
+    return build_result

