@@ -9,6 +9,7 @@ downstream of it) into a target dir of its own, seeded with the prepared partial
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -82,6 +83,20 @@ def _invoke(args: list[str], callbacks: list[Callable] | None = None):
     return dbtRunner(callbacks=callbacks or []).invoke(args)
 
 
+def _release_warehouse() -> None:
+    """Close the DuckDB database dbt-duckdb keeps open for the life of the process.
+
+    Without this, the warehouse stays open in this process after the build: other connections
+    with another configuration (read-only readers) fail, and other processes cannot write.
+    """
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager as manager
+
+    with manager._LOCK:
+        if manager._ENV is not None:
+            manager._ENV.close()
+            manager._ENV = None
+
+
 def prepare_manifest(force: bool = False) -> Path:
     """Parse the project once into .quartet/dbt-manifest/ (again only when the project changed)."""
     manifest = settings.manifest_path()
@@ -91,10 +106,14 @@ def prepare_manifest(force: bool = False) -> Path:
         return manifest
     target = manifest.parent
     target.mkdir(parents=True, exist_ok=True)
-    result = _invoke(["parse", "--quiet", *_base_args(target, target / "logs")])
-    if not result.success or not manifest.exists():
-        raise RuntimeError(f"dbt parse of {settings.TRANSFORM_DIR} failed: {result.exception}")
-    stamp.write_text(current)
+    with open(target.with_name("dbt-manifest.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # several processes may prepare at once
+        if not force and manifest.exists() and stamp.exists() and stamp.read_text() == current:
+            return manifest
+        result = _invoke(["parse", "--quiet", *_base_args(target, target / "logs")])
+        if not result.success or not manifest.exists():
+            raise RuntimeError(f"dbt parse of {settings.TRANSFORM_DIR} failed: {result.exception}")
+        stamp.write_text(current)
     return manifest
 
 
@@ -144,7 +163,7 @@ def build(
         info = event.data.run_result
         node = event.data.node_info
         response = info.adapter_response  # a protobuf Struct
-        rows = response["rows_affected"] if "rows_affected" in response else None
+        rows = response.get("rows_affected", None)
         result = NodeResult(
             unique_id=node.unique_id,
             name=node.node_name,
@@ -159,7 +178,10 @@ def build(
             on_node(result)
 
     started = time.perf_counter()
-    result = _invoke(args, [callback])
+    try:
+        result = _invoke(args, [callback])
+    finally:
+        _release_warehouse()
     build_result = BuildResult(nodes=nodes, seconds=time.perf_counter() - started)
     failed_states = {RunStatus.Error, TestStatus.Fail, TestStatus.Error, RunStatus.Skipped}
     failures = [n for n in nodes if n.status in failed_states]

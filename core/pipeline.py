@@ -58,7 +58,9 @@ def dlt_pipeline(pipeline: settings.PipelineSettings) -> dlt.Pipeline:
 
 def _root_cause(exc: BaseException) -> BaseException:
     seen = exc
-    while seen.__cause__ is not None or (seen.__context__ is not None and not seen.__suppress_context__):
+    while seen.__cause__ is not None or (
+        seen.__context__ is not None and not seen.__suppress_context__
+    ):
         seen = seen.__cause__ or seen.__context__
     return seen
 
@@ -117,8 +119,14 @@ def transform(
     pipeline = settings.for_pipeline(name)
 
     def on_node(node: dbt.NodeResult) -> None:
-        rows = f", {node.rows:,} rows" if node.rows is not None and node.resource_type == "model" else ""
-        log(f"[{name}]   {node.resource_type} {node.name}: {node.status}{rows} ({node.seconds:.2f}s)")
+        rows = (
+            f", {node.rows:,} rows"
+            if node.rows is not None and node.resource_type == "model"
+            else ""
+        )
+        log(
+            f"[{name}]   {node.resource_type} {node.name}: {node.status}{rows} ({node.seconds:.2f}s)"
+        )
 
     with warehouse.writer_lock(pipeline.warehouse, purpose=f"{name} dbt build"):
         result = dbt.build(pipeline, select=select, exclude=exclude, on_node=on_node)
@@ -149,7 +157,9 @@ def run(
     from core.source_api import SourceAPIConfig, running_source_api
 
     config = load_config()
-    windows = [window(config, as_of=as_of, partition=p, resources=resources) for p in partitions or [None]]
+    windows = [
+        window(config, as_of=as_of, partition=p, resources=resources) for p in partitions or [None]
+    ]
     api_config = SourceAPIConfig(
         scale=config.scale, fault_rate=config.fault_rate, fault_seed=config.fault_seed
     )
@@ -157,7 +167,11 @@ def run(
     started = time.perf_counter()
     with running_source_api(api_config) as (url, token):
         for run_window in windows:
-            results.append(ingest(name, run_window, base_url=url, token=token, config=config, log=log))
+            results.append(
+                ingest(name, run_window, base_url=url, token=token, config=config, log=log)
+            )
             transform(name, log=log)
-    log(f"[{name}] done in {time.perf_counter() - started:.1f}s -> {settings.for_pipeline(name).warehouse}")
+    log(
+        f"[{name}] done in {time.perf_counter() - started:.1f}s -> {settings.for_pipeline(name).warehouse}"
+    )
     return results

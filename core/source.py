@@ -35,8 +35,20 @@ COLUMNS: dict[str, dict[str, dict[str, Any]]] = {
         **{
             name: {"data_type": "bigint"}
             for name in (
-                "year", "month", "day", "dep_time", "sched_dep_time", "dep_delay", "arr_time",
-                "sched_arr_time", "arr_delay", "flight", "air_time", "distance", "hour", "minute",
+                "year",
+                "month",
+                "day",
+                "dep_time",
+                "sched_dep_time",
+                "dep_delay",
+                "arr_time",
+                "sched_arr_time",
+                "arr_delay",
+                "flight",
+                "air_time",
+                "distance",
+                "hour",
+                "minute",
             )
         },
         **{name: {"data_type": "text"} for name in ("carrier", "tailnum", "origin", "dest")},
@@ -49,14 +61,26 @@ COLUMNS: dict[str, dict[str, dict[str, Any]]] = {
         **{name: {"data_type": "bigint"} for name in ("year", "month", "day", "hour", "wind_dir")},
         **{
             name: {"data_type": "double"}
-            for name in ("temp", "dewp", "humid", "wind_speed", "wind_gust", "precip", "pressure", "visib")
+            for name in (
+                "temp",
+                "dewp",
+                "humid",
+                "wind_speed",
+                "wind_gust",
+                "precip",
+                "pressure",
+                "visib",
+            )
         },
         "time_hour": {"data_type": "timestamp"},
     },
     "planes": {
         "id": _KEY,
         "updated_at": {**_TS, "nullable": False},
-        **{name: {"data_type": "text"} for name in ("tailnum", "type", "manufacturer", "model", "engine")},
+        **{
+            name: {"data_type": "text"}
+            for name in ("tailnum", "type", "manufacturer", "model", "engine")
+        },
         **{name: {"data_type": "bigint"} for name in ("year", "engines", "seats", "speed")},
     },
     "airports": {
@@ -115,7 +139,9 @@ def _resource_config(name: str, config: IngestionConfig, window: RunWindow) -> d
     }
 
 
-def flights_source(config: IngestionConfig, window: RunWindow, base_url: str, token: str) -> DltSource:
+def flights_source(
+    config: IngestionConfig, window: RunWindow, base_url: str, token: str
+) -> DltSource:
     """The nycflights13 source API as a dlt source, one resource per enabled endpoint."""
     return rest_api_source(
         {

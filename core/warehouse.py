@@ -53,7 +53,9 @@ def _duckdb_holder(path: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def writer_lock(path: Path, *, timeout: float | None = None, purpose: str = "write") -> Iterator[None]:
+def writer_lock(
+    path: Path, *, timeout: float | None = None, purpose: str = "write"
+) -> Iterator[None]:
     """Hold the warehouse for writing: a lock file for Quartet's own runs, then DuckDB's own lock.
 
     Waits up to ``timeout`` seconds, printing who it waits for, then raises WarehouseBusyError.
@@ -106,7 +108,9 @@ def table_counts(path: Path, schemas: tuple[str, ...]) -> dict[str, int]:
             list(schemas),
         ).fetchall()
         return {
-            f"{schema}.{table}": con.execute(f'select count(*) from "{schema}"."{table}"').fetchone()[0]
+            f"{schema}.{table}": con.execute(
+                f'select count(*) from "{schema}"."{table}"'
+            ).fetchone()[0]
             for schema, table in names
         }
     finally:

@@ -21,9 +21,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=1, help="replicate 2013 into N years")
     p.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that fail")
     p.add_argument("--fault-seed", type=int, default=0)
-    p.add_argument("--malform", action="append", default=[],
-                   help="<resource>:<wrong_type|missing_key|bad_value>:<YYYY-MM-DD> (tests)")
-    p.add_argument("--token", default=None, help=f"bearer token (default: ${settings.SOURCE_API_TOKEN_ENV})")
+    p.add_argument(
+        "--malform",
+        action="append",
+        default=[],
+        help="<resource>:<wrong_type|missing_key|bad_value>:<YYYY-MM-DD> (tests)",
+    )
+    p.add_argument(
+        "--token", default=None, help=f"bearer token (default: ${settings.SOURCE_API_TOKEN_ENV})"
+    )
     p.add_argument("--access-log", action="store_true")
     return p
 

@@ -17,6 +17,7 @@ parameter. Faults are injected before the request is served (see :mod:`faults`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hmac
 import json
@@ -75,9 +76,8 @@ def malform(doc: bytes, kind: str) -> bytes:
         record["arr_delay" if "arr_delay" in record else "updated_at"] = "not-a-number"
     elif kind == "missing_key":
         record.pop("id", None)
-    elif kind == "bad_value":
-        if "origin" in record:
-            record["origin"] = "ZZZ"
+    elif kind == "bad_value" and "origin" in record:
+        record["origin"] = "ZZZ"
     return json.dumps(record).encode()
 
 
@@ -157,7 +157,11 @@ class SourceAPI:
             name = sorted(unknown)[0]
             raise BadParameter(name, f"unknown parameter '{name}'")
         table = self.tables[resource]
-        since = parse_instant("updated_since", query["updated_since"]) if "updated_since" in query else None
+        since = (
+            parse_instant("updated_since", query["updated_since"])
+            if "updated_since" in query
+            else None
+        )
         until = self.clock_until
         if "updated_until" in query:
             until = min(until, parse_instant("updated_until", query["updated_until"]))
@@ -178,7 +182,9 @@ class SourceAPI:
                 if cursor < 0:
                     raise ValueError
             except ValueError:
-                raise BadParameter("cursor", "parameter 'cursor' is not a cursor this API issued") from None
+                raise BadParameter(
+                    "cursor", "parameter 'cursor' is not a cursor this API issued"
+                ) from None
             lo = max(lo, cursor)
         end = min(hi, lo + limit)
         docs = table.docs[lo:end]
@@ -197,7 +203,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args) -> None:
         if self.server.access_log:  # never logs headers, so never the token
             sys.stderr.write(f"source-api {self.address_string()} {format % args}\n")
 
@@ -231,19 +237,19 @@ class Handler(BaseHTTPRequestHandler):
             return False
         if fault == "drop":
             self.close_connection = True
-            try:
+            with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             return True
         if fault == "429":
             retry_after = str(self.server.api.faults.retry_after_seconds)
-            self._send(429, {"error": "rate_limited", "message": "slow down"}, {"Retry-After": retry_after})
+            self._send(
+                429, {"error": "rate_limited", "message": "slow down"}, {"Retry-After": retry_after}
+            )
         else:
             self._error(int(fault), "injected_fault", f"injected fault {fault}")
         return True
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+    def do_GET(self) -> None:
         try:
             url = urlsplit(self.path)
             parts = [p for p in url.path.split("/") if p]
@@ -253,7 +259,9 @@ class Handler(BaseHTTPRequestHandler):
                 return self._error(404, "not_found", f"no such path: {url.path}")
             if not self._authorized():
                 return self._error(
-                    401, "unauthorized", "missing or invalid bearer token (Authorization: Bearer <token>)"
+                    401,
+                    "unauthorized",
+                    "missing or invalid bearer token (Authorization: Bearer <token>)",
                 )
             if self._inject_fault():
                 return None
@@ -271,7 +279,7 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # pragma: no cover - the server must not die on a request
             return self._error(500, "internal_error", f"{type(exc).__name__}: {exc}")
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+    def do_POST(self) -> None:
         try:
             url = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
@@ -300,7 +308,9 @@ class _Server(ThreadingHTTPServer):
     access_log: bool = False
 
 
-def make_server(api: SourceAPI, host: str = "127.0.0.1", port: int = 0, access_log: bool = False) -> _Server:
+def make_server(
+    api: SourceAPI, host: str = "127.0.0.1", port: int = 0, access_log: bool = False
+) -> _Server:
     server = _Server((host, port), Handler)
     server.api = api
     server.access_log = access_log

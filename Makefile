@@ -1,0 +1,61 @@
+# Quartet - the two commands a newcomer needs:
+#   make run    set everything up, then run the pipeline end to end, offline, into warehouse/
+#   make test   set everything up, then run the whole test suite (what CI runs)
+# Everything else is a building block of those two.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+ORCHESTRATORS := dagster airflow prefect temporal
+UV := .venvs/tools/bin/uv
+UV_VERSION := 0.13.9
+export UV_LINK_MODE := copy
+export UV_PYTHON_DOWNLOADS := never
+export UV_COMPILE_BYTECODE := 1
+
+.PHONY: run test envs env-base lint fmt bench clean $(addprefix env-,$(ORCHESTRATORS)) $(addprefix test-,$(ORCHESTRATORS)) test-core test-parity
+
+run: env-base
+	.venvs/base/bin/quartet run bare
+
+test: envs lint test-core $(addprefix test-,$(ORCHESTRATORS)) test-parity
+
+# uv itself, in a private tools venv (a fresh machine has nothing but Python).
+$(UV):
+	$(PYTHON) -m venv .venvs/tools
+	.venvs/tools/bin/python -m pip install -q "uv==$(UV_VERSION)"
+
+# One environment per orchestrator (ADR 0002): base + its dependency group + dev tools.
+env-base: $(UV)
+	UV_PROJECT_ENVIRONMENT=.venvs/base $(UV) sync --frozen --quiet --group dev
+
+env-%: $(UV)
+	UV_PROJECT_ENVIRONMENT=.venvs/$* $(UV) sync --frozen --quiet --group dev --group $*
+
+envs: env-base $(addprefix env-,$(ORCHESTRATORS))
+
+lint: env-base
+	.venvs/base/bin/ruff check .
+	.venvs/base/bin/ruff format --check .
+
+fmt: env-base
+	.venvs/base/bin/ruff check --fix .
+	.venvs/base/bin/ruff format .
+
+test-core: env-base
+	.venvs/base/bin/pytest tests/core
+
+# Each orchestrator's tests run in its own environment; a folder without tests yet is skipped.
+test-%: env-%
+	@if ls tests/orchestrators/$*/test_*.py >/dev/null 2>&1; then \
+		.venvs/$*/bin/pytest tests/orchestrators/$*; \
+	else echo "no tests for $* yet"; fi
+
+test-parity: envs
+	@if ls tests/parity/test_*.py >/dev/null 2>&1; then .venvs/base/bin/pytest tests/parity; \
+	else echo "no parity tests yet"; fi
+
+bench: env-base
+	.venvs/base/bin/quartet bench bare
+
+clean:
+	rm -rf warehouse .quartet

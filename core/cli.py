@@ -1,0 +1,195 @@
+"""``quartet``: one command line over the bare pipeline and the four orchestrators.
+
+``quartet run|ui|lineage <orchestrator>`` delegates to ``python -m orchestrators.<name> ...`` in
+that orchestrator's own environment (``.venvs/<name>``), because Airflow and Prefect cannot share
+one (ADR 0002). Everything else runs here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from core import settings
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _orchestrator_cmd(name: str, *args: str) -> int:
+    python = settings.venv_python(name)
+    if not python.exists():
+        print(
+            f"quartet: the {name} environment is missing ({python}); create it with `make env-{name}`",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return subprocess.call(
+        [str(python), "-m", f"orchestrators.{name}", *args], cwd=settings.REPO_ROOT
+    )
+
+
+def _run_flags(args: argparse.Namespace) -> list[str]:
+    flags = []
+    if args.as_of:
+        flags += ["--as-of", args.as_of]
+    for partition in args.partition or []:
+        flags += ["--partition", partition]
+    return flags
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.name == "bare":
+        from core import pipeline
+        from core.dbt import DbtBuildError
+        from core.ingestion import ConfigError
+        from core.warehouse import WarehouseBusyError
+
+        try:
+            pipeline.run("bare", as_of=args.as_of, partitions=args.partition)
+        except (ConfigError, pipeline.IngestionError, DbtBuildError, WarehouseBusyError) as exc:
+            print(f"quartet run bare failed: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        return 0
+    names = settings.PIPELINE_NAMES if args.name == "all" else (args.name,)
+    timings: dict[str, dict] = {}
+    failed = []
+    for name in names:
+        print(f"== quartet run {name}", flush=True)
+        started = time.perf_counter()
+        if name == "bare":
+            code = subprocess.call([sys.executable, "-m", "core", "run", *_run_flags(args)])
+        else:
+            code = _orchestrator_cmd(name, "run", *_run_flags(args))
+        seconds = time.perf_counter() - started
+        timings[name] = {"seconds": round(seconds, 1), "exit_code": code}
+        print(f"== {name}: exit {code} in {seconds:.1f}s", flush=True)
+        if code:
+            failed.append(name)
+    if len(names) > 1:
+        path = settings.state_dir() / "run-all.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(timings, indent=2))
+    if failed:
+        print(f"quartet run: failed: {', '.join(failed)}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    return _orchestrator_cmd(args.name, "ui", *(["--port", str(args.port)] if args.port else []))
+
+
+def cmd_source_api(args: argparse.Namespace) -> int:
+    from core.source_api.__main__ import main
+
+    return main(args.rest)
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    from core.fingerprint import WarehouseNotFoundError, fingerprint
+
+    try:
+        fp = fingerprint(Path(args.path))
+    except WarehouseNotFoundError as exc:
+        print(f"quartet fingerprint: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(fp.to_json(), indent=2))
+    else:
+        print(f"{fp.path}  digest {fp.digest()}")
+        for table, tp in sorted(fp.tables.items()):
+            print(f"  {table:45s} {tp.rows:>9,} rows  {len(tp.columns):>3} cols  {tp.hash[-16:]}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from core.compare import compare_all
+
+    report = compare_all(settings.warehouse_dir())
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.render())
+    return 0 if report.identical else EXIT_FAILED
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    fmt = "json" if args.json else "mermaid" if args.mermaid else "text"
+    if args.name == "canonical":
+        from core import lineage
+
+        print(lineage.dump(lineage.canonical(), fmt, title="canonical"))
+        return 0
+    return _orchestrator_cmd(args.name, "lineage", *([f"--{fmt}"] if fmt != "text" else []))
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from core.bench import main as bench_main
+
+    return bench_main(args.name, repeat=args.repeat, scale=args.scale)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from core import dbt
+
+    print(dbt.prepare_manifest(force=True))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="quartet", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the pipeline end to end (bare, an orchestrator, or all)")
+    run.add_argument("name", choices=[*settings.PIPELINE_NAMES, "all"])
+    run.add_argument("--as-of", help="the source API's clock for this run (YYYY-MM-DD)")
+    run.add_argument("--partition", action="append", help="a month YYYY-MM (repeatable)")
+    run.set_defaults(func=cmd_run)
+
+    ui = sub.add_parser("ui", help="start an orchestrator's own UI with a finished run to look at")
+    ui.add_argument("name", choices=settings.ORCHESTRATORS)
+    ui.add_argument("--port", type=int)
+    ui.set_defaults(func=cmd_ui)
+
+    api = sub.add_parser("source-api", help="run the flights source API alone", add_help=False)
+    api.add_argument("rest", nargs=argparse.REMAINDER)
+    api.set_defaults(func=cmd_source_api)
+
+    fp = sub.add_parser("fingerprint", help="fingerprint one warehouse file")
+    fp.add_argument("path")
+    fp.add_argument("--json", action="store_true")
+    fp.set_defaults(func=cmd_fingerprint)
+
+    cmp = sub.add_parser("compare", help="compare every warehouse/*.duckdb against bare")
+    cmp.add_argument("--json", action="store_true")
+    cmp.set_defaults(func=cmd_compare)
+
+    lin = sub.add_parser("lineage", help="the canonical graph, or the one an orchestrator declares")
+    lin.add_argument("name", choices=["canonical", *settings.ORCHESTRATORS])
+    group = lin.add_mutually_exclusive_group()
+    group.add_argument("--json", action="store_true")
+    group.add_argument("--mermaid", action="store_true")
+    lin.set_defaults(func=cmd_lineage)
+
+    bench = sub.add_parser("bench", help="full-year wall time and peak RSS beside bare")
+    bench.add_argument("name", choices=[*settings.PIPELINE_NAMES, "all", "reference"])
+    bench.add_argument("--repeat", type=int, default=3)
+    bench.add_argument("--scale", type=int, default=1)
+    bench.set_defaults(func=cmd_bench)
+
+    prep = sub.add_parser("prepare", help="(re)parse the dbt project into the prepared manifest")
+    prep.set_defaults(func=cmd_prepare)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
