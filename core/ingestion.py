@@ -17,6 +17,12 @@ from pathlib import Path
 from core import settings
 
 PARTITION_RE = re.compile(r"^(\d{4})-(\d{2})$")
+#: settings a test or benchmark may override without editing the file
+ENV_OVERRIDES = {
+    ("faults", "rate"): "QUARTET_FAULT_RATE",
+    ("faults", "seed"): "QUARTET_FAULT_SEED",
+    ("scale", "factor"): "QUARTET_SCALE",
+}
 
 
 class ConfigError(ValueError):
@@ -96,7 +102,7 @@ def load_config(path: Path | None = None) -> IngestionConfig:
             value = raw[section][key]
         except KeyError:
             raise ConfigError(f"ingestion config {path}: missing [{section}] {key}") from None
-        env = os.environ.get(f"QUARTET_{key.upper()}") if section in ("faults", "scale") else None
+        env = os.environ.get(ENV_OVERRIDES.get((section, key), ""))
         if env is not None:
             value = env
         try:
