@@ -61,79 +61,66 @@ def csv_path(name: str) -> Path:
     return target
 
 
-def _sql(scale: int) -> dict[str, str]:
-    """One SELECT per resource giving (updated_at, id, revision, json) in publication order."""
+def records_sql(scale: int = 1) -> dict[str, str]:
+    """One SELECT per resource giving its published records as columns, exactly as the API
+    serves them (``updated_at`` and ``time_hour`` as ISO text). Also the DuckDB-native
+    reference of the benchmark (core/bench.py) reads the raw layer straight from these."""
     years = f"range({int(scale)})"
+    iso = "'%Y-%m-%dT%H:%M:%S'"
+    utc = "'%Y-%m-%dT%H:%M:%SZ'"
     flights = f"""
         with base as (
             select f.* replace (f.year + k.k as year,
-                                f.time_hour + to_years(k.k::int) as time_hour),
-                   k.k
+                                f.time_hour + to_years(k.k::int) as time_hour)
             from read_csv('{csv_path("flights")}', nullstr='NA') f, (select range as k from {years}) k
         ), keyed as (
             select *,
                 printf('%04d%02d%02d-%s%d-%s-%04d', year, month, day, carrier, flight, origin,
                        sched_dep_time) as id,
-                make_timestamp(year, month, day, hour, minute, 0) as published
+                make_timestamp(year, month, day, hour, minute, 0) as published,
+                (md5_number(id) % 100000000)::bigint as h
             from base
-        ), hashed as (
-            select *, (md5_number(id) % 100000000)::bigint as h from keyed
         ), revisions as (
-            select 0 as revision, published as updated_at, arr_delay, * exclude (arr_delay, published)
-            from hashed
-            union all
-            select 1 as revision,
+            select *, 0 as revision, published as updated_at from keyed
+            union all by name
+            select * replace (
+                    arr_delay + case when (h // 100) % 21 = 10 then 5 else (h // 100) % 21 - 10 end
+                        as arr_delay),
+                1 as revision,
                 least(published + to_hours((1 + (h // 10000) % 72)::int),
-                      make_timestamp(year, 12, 31, 23, 59, 59)) as updated_at,
-                arr_delay + case when (h // 100) % 21 = 10 then 5 else (h // 100) % 21 - 10 end
-                    as arr_delay,
-                * exclude (arr_delay, published)
-            from hashed
+                      make_timestamp(year, 12, 31, 23, 59, 59)) as updated_at
+            from keyed
             where arr_delay is not null and h % 100 < {REVISED_PERCENT}
         )
-        select strftime(updated_at, '%Y-%m-%dT%H:%M:%S') as updated_at, id, revision,
-            to_json(struct_pack(
-                id, revision, updated_at := strftime(updated_at, '%Y-%m-%dT%H:%M:%S'),
-                year, month, day, dep_time, sched_dep_time, dep_delay, arr_time, sched_arr_time,
-                arr_delay, carrier, flight, tailnum, origin, dest, air_time, distance, hour, minute,
-                time_hour := strftime(time_hour at time zone 'UTC', '%Y-%m-%dT%H:%M:%SZ')
-            ))::varchar as json
+        select id, revision, strftime(updated_at, {iso}) as updated_at,
+            year, month, day, dep_time, sched_dep_time, dep_delay, arr_time, sched_arr_time,
+            arr_delay, carrier, flight, tailnum, origin, dest, air_time, distance, hour, minute,
+            strftime(time_hour at time zone 'UTC', {utc}) as time_hour
         from revisions
     """
     weather = f"""
         with base as (
             select w.* replace (w.year + k.k as year, w.time_hour + to_years(k.k::int) as time_hour)
             from read_csv('{csv_path("weather")}', nullstr='NA') w, (select range as k from {years}) k
-        ), keyed as (
-            select *,
-                origin || '-' || strftime(time_hour at time zone 'UTC', '%Y%m%dT%H') as id,
-                strftime(make_timestamp(year, month, day, hour, 0, 0), '%Y-%m-%dT%H:%M:%S')
-                    as updated_at
-            from base
         )
-        select updated_at, id, 0 as revision, to_json(struct_pack(
-            id, updated_at, origin, year, month, day, hour, temp, dewp, humid, wind_dir,
-            wind_speed, wind_gust, precip, pressure, visib,
-            time_hour := strftime(time_hour at time zone 'UTC', '%Y-%m-%dT%H:%M:%SZ')
-        ))::varchar as json
-        from keyed
+        select origin || '-' || strftime(time_hour at time zone 'UTC', '%Y%m%dT%H') as id,
+            strftime(make_timestamp(year, month, day, hour, 0, 0), {iso}) as updated_at,
+            origin, year, month, day, hour, temp, dewp, humid, wind_dir, wind_speed, wind_gust,
+            precip, pressure, visib, strftime(time_hour at time zone 'UTC', {utc}) as time_hour
+        from base
     """
     reference = f"'{FIRST_YEAR}-01-01T00:00:00'"
     planes = f"""
-        select {reference} as updated_at, tailnum as id, 0 as revision, to_json(struct_pack(
-            id := tailnum, updated_at := {reference}, tailnum, year, type, manufacturer, model,
-            engines, seats, speed, engine))::varchar as json
+        select tailnum as id, {reference} as updated_at, tailnum, year, type, manufacturer, model,
+            engines, seats, speed, engine
         from read_csv('{csv_path("planes")}', nullstr='NA')
     """
     airports = f"""
-        select {reference} as updated_at, faa as id, 0 as revision, to_json(struct_pack(
-            id := faa, updated_at := {reference}, faa, name, lat, lon, alt, tz, dst, tzone
-        ))::varchar as json
+        select faa as id, {reference} as updated_at, faa, name, lat, lon, alt, tz, dst, tzone
         from read_csv('{csv_path("airports")}', nullstr='NA')
     """
     airlines = f"""
-        select {reference} as updated_at, carrier as id, 0 as revision, to_json(struct_pack(
-            id := carrier, updated_at := {reference}, carrier, name))::varchar as json
+        select carrier as id, {reference} as updated_at, carrier, name
         from read_csv('{csv_path("airlines")}', nullstr='NA')
     """
     return {
@@ -172,9 +159,11 @@ def load(scale: int = 1) -> dict[str, Table]:
     try:
         con.execute("set TimeZone = 'UTC'")
         tables: dict[str, Table] = {}
-        for name, sql in _sql(scale).items():
+        for name, sql in records_sql(scale).items():
+            revision = "r.revision" if name == "flights" else "0"
             rows = con.execute(
-                f"select updated_at, id, revision, json from ({sql}) order by updated_at, id, revision"
+                f"select r.updated_at, r.id, {revision} as revision, to_json(r)::varchar "
+                f"from ({sql}) r order by 1, 2, 3"
             ).fetchall()
             tables[name] = Table(
                 updated_at=[r[0] for r in rows],
