@@ -60,6 +60,9 @@ def running_source_api(config: SourceAPIConfig | None = None) -> Iterator[tuple[
         text=True,
         cwd=settings.REPO_ROOT,
     )
+    previous = {
+        k: os.environ.get(k) for k in (settings.SOURCE_API_URL_ENV, settings.SOURCE_API_TOKEN_ENV)
+    }
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -71,7 +74,11 @@ def running_source_api(config: SourceAPIConfig | None = None) -> Iterator[tuple[
         os.environ[settings.SOURCE_API_TOKEN_ENV] = token
         yield url, token
     finally:
-        os.environ.pop(settings.SOURCE_API_URL_ENV, None)
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         proc.terminate()
         try:
             proc.wait(timeout=10)
