@@ -73,11 +73,14 @@ async def start(client: Client, request: PipelineInput | BackfillInput) -> Workf
     )
 
 
-def monthly_schedule(job: str = "full") -> Schedule:
-    """On the 1st of every month at 06:00 UTC: an incremental run of everything published."""
+def monthly_schedule(request: PipelineInput | None = None) -> Schedule:
+    """On the 1st of every month at 06:00 UTC: by default an incremental run of all published."""
     return Schedule(
         action=ScheduleActionStartWorkflow(
-            PipelineWorkflow.run, PipelineInput(job), id="quartet-scheduled", task_queue=TASK_QUEUE
+            PipelineWorkflow.run,
+            request or PipelineInput(),
+            id="quartet-scheduled",
+            task_queue=TASK_QUEUE,
         ),
         spec=ScheduleSpec(
             calendars=[
@@ -92,13 +95,15 @@ def monthly_schedule(job: str = "full") -> Schedule:
     )
 
 
-async def ensure_schedule(client: Client) -> ScheduleHandle:
+async def ensure_schedule(
+    client: Client, request: PipelineInput | None = None, schedule_id: str = SCHEDULE_ID
+) -> ScheduleHandle:
     """Create the monthly Schedule, or bring an existing one up to date."""
-    schedule = monthly_schedule()
+    schedule = monthly_schedule(request)
     try:
-        return await client.create_schedule(SCHEDULE_ID, schedule)
+        return await client.create_schedule(schedule_id, schedule)
     except ScheduleAlreadyRunningError:
-        handle = client.get_schedule_handle(SCHEDULE_ID)
+        handle = client.get_schedule_handle(schedule_id)
 
         def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
             return ScheduleUpdate(schedule=schedule)

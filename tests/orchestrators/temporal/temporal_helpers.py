@@ -1,0 +1,73 @@
+"""Helpers of the Temporal tests: an in-process worker, activity attempts from history."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from temporalio.client import Client, WorkflowHandle
+
+from orchestrators.temporal.activities import PipelineActivities
+from orchestrators.temporal.server import DevServer
+from orchestrators.temporal.starter import connect
+from orchestrators.temporal.worker import workers
+
+
+@contextlib.asynccontextmanager
+async def deployment(
+    server: DevServer, url: str, token: str, ui_url: str | None = None
+) -> AsyncIterator[Client]:
+    """A client and this process's worker (both task queues) for the duration."""
+    client = await connect(server.address)
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        queue_worker, warehouse_worker = workers(
+            client, PipelineActivities(url, token, ui_url=ui_url), executor
+        )
+        async with queue_worker, warehouse_worker:
+            yield client
+
+
+async def activity_runs(handle: WorkflowHandle) -> list[dict]:
+    """Each activity attempt of a workflow: type, summary, attempt, started/closed event ids."""
+    scheduled: dict[int, dict] = {}
+    runs: list[dict] = []
+    started: dict[int, dict] = {}
+    async for event in handle.fetch_history_events():
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            attrs = event.activity_task_scheduled_event_attributes
+            scheduled[event.event_id] = {
+                "type": attrs.activity_type.name,
+                "input": attrs.input.payloads[0].data.decode() if attrs.input.payloads else "",
+            }
+        elif event.HasField("activity_task_started_event_attributes"):
+            attrs = event.activity_task_started_event_attributes
+            run = {
+                **scheduled[attrs.scheduled_event_id],
+                "attempt": attrs.attempt,
+                "identity": attrs.identity,
+                "started": event.event_time.ToDatetime(),
+            }
+            started[attrs.scheduled_event_id] = run
+            runs.append(run)
+        for field in (
+            "activity_task_completed_event_attributes",
+            "activity_task_failed_event_attributes",
+            "activity_task_timed_out_event_attributes",
+        ):
+            if event.HasField(field):
+                run = started.get(getattr(event, field).scheduled_event_id)
+                if run is not None:
+                    run["closed"] = event.event_time.ToDatetime()
+                    run["outcome"] = field.split("_")[2]
+    return runs
+
+
+def worker_env(server: DevServer, url: str, token: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "TEMPORAL_ADDRESS": server.address,
+        "SOURCE_API_URL": url,
+        "SOURCE_API_TOKEN": token,
+    }

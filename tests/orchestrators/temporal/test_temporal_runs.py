@@ -1,0 +1,210 @@
+"""Runs on the real dev server: parity with bare, reruns, backfills, faults, failures, alerts."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import subprocess
+import sys
+import time
+
+import duckdb
+import pytest
+from temporal_helpers import activity_runs, deployment
+from temporalio.client import WorkflowFailureError
+
+from core import settings
+from core.fingerprint import diff, fingerprint
+from core.source_api import SourceAPIConfig, api_status, running_source_api, set_clock
+from orchestrators.temporal import TASK_QUEUE
+from orchestrators.temporal.starter import ensure_schedule, start, start_watcher, workflow_id
+from orchestrators.temporal.workflows import (
+    BackfillInput,
+    PipelineInput,
+    PipelineWorkflow,
+)
+from tests.conftest import JANUARY, bare_run
+
+WAREHOUSE_ACTIVITIES = {"ingest_resource", "build_model"}
+
+
+def warehouse() -> str:
+    return str(settings.for_pipeline("temporal", export=False).warehouse)
+
+
+def test_run_command_matches_bare_then_a_rerun_changes_nothing(
+    temporal_server, source_api, bare_january, fresh_home
+) -> None:
+    # the user's command, against the session's server so that its history can be read
+    env = {"TEMPORAL_ADDRESS": temporal_server.address}
+    completed = subprocess.run(
+        [sys.executable, "-m", "orchestrators.temporal", "run", "--as-of", JANUARY],
+        env={**os.environ, **env},
+        cwd=settings.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert diff(bare_january, fingerprint(warehouse())) == []
+
+    async def rerun():
+        async with deployment(temporal_server, source_api.url, source_api.token) as client:
+            first = client.get_workflow_handle(workflow_id(PipelineInput(as_of=JANUARY)))
+            history = (await first.fetch_history()).to_json()
+            runs = await activity_runs(first)
+            # the monthly schedule's action, fired now, and an ingestion run at the same time
+            schedule = await ensure_schedule(client, PipelineInput(as_of=JANUARY), "test-monthly")
+            await schedule.trigger()
+            ingest_only = await start(client, PipelineInput("ingest", as_of=JANUARY))
+            while not (await schedule.describe()).info.recent_actions:
+                await asyncio.sleep(0.2)
+            action = (await schedule.describe()).info.recent_actions[-1].action
+            scheduled = client.get_workflow_handle_for(PipelineWorkflow.run, action.workflow_id)
+            results = [await scheduled.result(), await ingest_only.result()]
+            await schedule.delete()
+            both = await activity_runs(scheduled) + await activity_runs(ingest_only)
+            return history, runs, results, both
+
+    history, runs, results, both = asyncio.run(rerun())
+    # what the workflow scheduled: one activity per resource and one per dbt model
+    assert sorted(r["type"] for r in runs).count("ingest_resource") == 5
+    assert sorted(r["type"] for r in runs).count("build_model") == 13
+    assert source_api.token not in history  # the token is worker configuration only
+    # the rerun changed nothing, and no two warehouse writers ever overlapped
+    assert diff(bare_january, fingerprint(warehouse())) == []
+    assert all(i.new_rows == 0 for result in results for i in result.ingested)
+    writers = sorted((r["started"], r["closed"]) for r in both if r["type"] in WAREHOUSE_ACTIVITIES)
+    assert len(writers) == 5 + 13 + 5
+    for (_, closed), (started, _) in itertools.pairwise(writers):
+        assert closed <= started, "two warehouse activities ran at the same time"
+
+
+def test_backfill_in_shuffled_order_equals_bare_in_order(
+    temporal_server, source_api, fresh_home
+) -> None:
+    months = ["2013-01", "2013-02", "2013-03"]
+    in_order = fingerprint(bare_run("bare_months", partitions=months))
+
+    async def backfill():
+        async with deployment(temporal_server, source_api.url, source_api.token) as client:
+            handle = await start(client, BackfillInput(["2013-03", "2013-01", "2013-02"]))
+            return await handle.result()
+
+    results = asyncio.run(backfill())
+    assert [r.partition for r in results] == ["2013-03", "2013-01", "2013-02"]  # child per month
+    assert diff(in_order, fingerprint(warehouse())) == []
+
+
+def test_injected_api_faults_are_retried_to_the_same_warehouse(
+    temporal_server, bare_january, fresh_home, monkeypatch
+) -> None:
+    monkeypatch.delenv(settings.SOURCE_API_URL_ENV, raising=False)
+    faulty = SourceAPIConfig(fault_rate=0.2, fault_seed=7)
+    with running_source_api(faulty) as (url, token):
+
+        async def main():
+            async with deployment(temporal_server, url, token) as client:
+                handle = await start(client, PipelineInput(as_of=JANUARY))
+                return await handle.result()
+
+        result = asyncio.run(main())
+    assert {i.resource for i in result.ingested} == {
+        "flights",
+        "weather",
+        "planes",
+        "airports",
+        "airlines",
+    }
+    assert diff(bare_january, fingerprint(warehouse())) == []
+
+
+def test_failing_dbt_test_fails_the_run_blocks_downstream_and_alerts(
+    temporal_server, fresh_home, alert_receiver, monkeypatch
+) -> None:
+    monkeypatch.delenv(settings.SOURCE_API_URL_ENV, raising=False)
+    broken = SourceAPIConfig(malformed=("flights:bad_value:2013-01-15",))
+    with running_source_api(broken) as (url, token):
+
+        async def main():
+            async with deployment(
+                temporal_server, url, token, ui_url="http://127.0.0.1:8233"
+            ) as client:
+                handle = await client.start_workflow(
+                    PipelineWorkflow.run,
+                    PipelineInput(as_of=JANUARY),
+                    id="failing-dbt-test",
+                    task_queue=TASK_QUEUE,
+                )
+                with pytest.raises(WorkflowFailureError) as failure:
+                    await handle.result()
+                return failure.value, await activity_runs(handle), handle.result_run_id
+
+        error, runs, run_id = asyncio.run(main())
+    message = str(error.cause)
+    assert "accepted_values_stg_flights_origin" in message
+    assert "skipped downstream" in message and "fct_flights" in message
+    built = {
+        r["input"].split('"model":"')[1].split('"')[0]: r
+        for r in runs
+        if r["type"] == "build_model"
+    }
+    assert built["stg_flights"]["outcome"] == "failed" and built["stg_flights"]["attempt"] == 1
+    assert built["dim_carriers"]["outcome"] == "completed"  # not downstream: still built
+    for blocked in (
+        "int_flights_enriched",
+        "fct_flights",
+        "carrier_month_performance",
+        "route_stats",
+    ):
+        assert blocked not in built
+    with duckdb.connect(warehouse(), read_only=True) as con:
+        marts = {
+            t
+            for (t,) in con.execute(
+                "select table_name from information_schema.tables where table_schema = 'marts'"
+            ).fetchall()
+        }
+    assert "fct_flights" not in marts and "dim_carriers" in marts
+
+    (payload,) = alert_receiver.wait(1)
+    assert payload["orchestrator"] == "temporal" and payload["status"] == "failed"
+    assert payload["run_id"] == f"failing-dbt-test/{run_id}"
+    assert "accepted_values_stg_flights_origin" in payload["error"]
+    assert payload["url"].endswith(f"/workflows/failing-dbt-test/{run_id}/history")
+    assert token not in str(payload)
+
+
+def test_source_watcher_starts_a_run_when_the_api_clock_advances(
+    temporal_server, fresh_home, monkeypatch
+) -> None:
+    monkeypatch.delenv(settings.SOURCE_API_URL_ENV, raising=False)
+    with running_source_api(SourceAPIConfig(as_of=JANUARY)) as (url, token):
+
+        async def main():
+            async with deployment(temporal_server, url, token) as client:
+                baseline = api_status(url, token)["as_of"]
+                watcher = await start_watcher(client, last_as_of=baseline, poll_seconds=1)
+                try:
+                    await asyncio.sleep(3)  # a few polls: the clock has not moved, nothing runs
+                    set_clock(url, token, "2013-02-28")
+                    child = client.get_workflow_handle_for(
+                        PipelineWorkflow.run, f"{watcher.id}/as-of-2013-02-28"
+                    )
+                    deadline = time.monotonic() + 300
+                    while True:
+                        try:
+                            return await child.result()
+                        except Exception:
+                            if time.monotonic() > deadline:
+                                raise
+                            await asyncio.sleep(1)
+                finally:
+                    await watcher.terminate("test over")
+
+        result = asyncio.run(main())
+    assert {i.resource for i in result.ingested} >= {"flights"}
+    with duckdb.connect(warehouse(), read_only=True) as con:
+        last_day = con.execute("select max(flight_date) from marts.fct_flights").fetchone()[0]
+    assert str(last_day) == "2013-02-28"
