@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,10 +161,16 @@ def build(
     def callback(event) -> None:
         if event.info.name != "NodeFinished":
             return
+        try:
+            record(event)
+        except Exception:  # progress reporting must never break the build
+            traceback.print_exc()
+
+    def record(event) -> None:
         info = event.data.run_result
         node = event.data.node_info
         response = info.adapter_response  # a protobuf Struct
-        rows = response.get("rows_affected", None)
+        rows = response["rows_affected"] if "rows_affected" in response else None  # noqa: SIM401
         result = NodeResult(
             unique_id=node.unique_id,
             name=node.node_name,

@@ -90,7 +90,9 @@ def ingest(
             cause = _root_cause(exc)
             hint = ""
             if "401" in str(cause):
-                hint = " (the API rejected the token: check SOURCE_API_TOKEN)"
+                hint = f" (the API rejected the token: check {settings.SOURCE_API_TOKEN_ENV})"
+            elif isinstance(cause, ConnectionError | OSError) and "refused" in str(cause).lower():
+                hint = f" (the source API at {base_url} is unreachable: check {settings.SOURCE_API_URL_ENV})"
             raise IngestionError(
                 f"ingesting {', '.join(run_window.resources)} from {base_url} into "
                 f"{pipeline.warehouse} failed at the {exc.step} step{hint}: "

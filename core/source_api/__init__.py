@@ -65,11 +65,13 @@ def running_source_api(config: SourceAPIConfig | None = None) -> Iterator[tuple[
     }
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("SOURCE_API_URL="):
-            proc.wait(timeout=10)
-            raise RuntimeError(f"the source API did not start (exit code {proc.returncode})")
-        url = line.strip().split("=", 1)[1]
+        url = ""
+        for line in proc.stdout:  # the child prints its URL once it listens
+            if line.startswith("SOURCE_API_URL="):
+                url = line.strip().split("=", 1)[1]
+                break
+        if not url:
+            raise RuntimeError(f"the source API did not start (exit code {proc.wait()})")
         os.environ[settings.SOURCE_API_URL_ENV] = url
         os.environ[settings.SOURCE_API_TOKEN_ENV] = token
         yield url, token

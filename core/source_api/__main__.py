@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     server = make_server(api, args.host, args.port, access_log=args.access_log)
     host, port = server.server_address[:2]
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # nothing to save: stop at once
     print(f"SOURCE_API_URL=http://{host}:{port}", flush=True)
     print(
         f"source-api: {sum(len(t) for t in api.tables.values()):,} records (scale {args.scale}) "

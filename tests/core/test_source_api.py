@@ -18,7 +18,13 @@ from core.source_api.server import SourceAPI, make_server
 
 TOKEN = "test-token"
 PAGE = 10_000
-EXPECTED = {"flights": 336_776, "weather": 26_115, "planes": 3_322, "airports": 1_458, "airlines": 16}
+EXPECTED = {
+    "flights": 336_776,
+    "weather": 26_115,
+    "planes": 3_322,
+    "airports": 1_458,
+    "airlines": 16,
+}
 
 
 @pytest.fixture(scope="module")
@@ -148,16 +154,28 @@ def test_clock_moves_forward_and_requests_can_narrow_it(serve):
         ("/v1/flights", {}, 401, "bearer token"),
         ("/v1/flights", {"Authorization": "Bearer wrong"}, 401, "bearer token"),
         ("/v1/flights", {"Authorization": "Basic dGVzdA=="}, 401, "bearer token"),
-        ("/v1/passengers", {"Authorization": f"Bearer {TOKEN}"}, 404, "unknown resource 'passengers'"),
+        (
+            "/v1/passengers",
+            {"Authorization": f"Bearer {TOKEN}"},
+            404,
+            "unknown resource 'passengers'",
+        ),
         ("/nope", {}, 404, "no such path"),
-        ("/v1/flights?updated_since=2013-13-01", {"Authorization": f"Bearer {TOKEN}"}, 400, "updated_since"),
+        (
+            "/v1/flights?updated_since=2013-13-01",
+            {"Authorization": f"Bearer {TOKEN}"},
+            400,
+            "updated_since",
+        ),
         ("/v1/flights?as_of=yesterday", {"Authorization": f"Bearer {TOKEN}"}, 400, "as_of"),
         ("/v1/flights?limit=0", {"Authorization": f"Bearer {TOKEN}"}, 400, "limit"),
         ("/v1/flights?cursor=abc", {"Authorization": f"Bearer {TOKEN}"}, 400, "cursor"),
         ("/v1/flights?colour=red", {"Authorization": f"Bearer {TOKEN}"}, 400, "colour"),
     ],
 )
-def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(serve, path, headers, status, needle):
+def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(
+    serve, path, headers, status, needle
+):
     url = serve()
     response = requests.get(f"{url}{path}", headers=headers, timeout=10)
     assert response.status_code == status
@@ -174,7 +192,9 @@ def fault_trace(url: str, requests_to_send: list[str]) -> list[str]:
     session = requests.Session()
     for path in requests_to_send:
         try:
-            response = session.get(f"{url}{path}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+            response = session.get(
+                f"{url}{path}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+            )
             outcome.append(str(response.status_code))
             if response.status_code == 429:
                 assert response.headers["Retry-After"] == "1"
