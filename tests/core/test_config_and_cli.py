@@ -1,0 +1,116 @@
+"""The ingestion config, the settings paths, the CLI's compare and lineage."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import duckdb
+import pytest
+
+from core import lineage, settings
+from core.ingestion import ConfigError, load_config, window
+
+
+def test_one_setting_drives_the_warehouse_path_for_dlt_and_dbt(quartet_home, monkeypatch):
+    monkeypatch.delenv(settings.WAREHOUSE_ENV, raising=False)
+    pipeline = settings.for_pipeline("prefect")
+    assert pipeline.warehouse == quartet_home / "warehouse" / "prefect.duckdb"
+    assert pipeline.warehouse.is_absolute()
+    import os
+
+    assert os.environ[settings.WAREHOUSE_ENV] == str(pipeline.warehouse)  # what profiles.yml reads
+    assert "env_var('QUARTET_WAREHOUSE')" in (settings.TRANSFORM_DIR / "profiles.yml").read_text()
+    assert pipeline.pipelines_dir.is_relative_to(settings.state_dir())
+
+
+def test_config_gives_the_twelve_months_of_2013():
+    config = load_config()
+    assert config.partitions() == [f"2013-{m:02d}" for m in range(1, 13)]
+    assert set(config.resources) == {"flights", "weather", "planes", "airports", "airlines"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        ({"partition": "2013-13"}, "YYYY-MM"),
+        ({"partition": "2014-01"}, "outside the configured range"),
+        ({"as_of": "31/01/2013"}, "--as-of must be a date"),
+        ({"resources": ("passengers",)}, "not enabled"),
+    ],
+)
+def test_bad_flags_are_named(flags, needle):
+    with pytest.raises(ConfigError, match=needle):
+        window(load_config(), **flags)
+
+
+def test_bad_config_file_is_named(tmp_path):
+    broken = tmp_path / "ingestion.toml"
+    broken.write_text(
+        settings.INGESTION_CONFIG.read_text().replace("page_size = 10000", 'page_size = "big"')
+    )
+    with pytest.raises(ConfigError, match=r"page_size must be int.*'big'") as err:
+        load_config(broken)
+    assert str(broken) in str(err.value)
+    broken.write_text("[source\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(broken)
+
+
+def test_canonical_lineage_joins_dlt_tables_to_dbt_models(quartet_home):
+    graph = lineage.canonical()
+    raw = {n for n, layer in graph.nodes.items() if layer == "raw"}
+    assert raw == {f"raw.{r}" for r in ("flights", "weather", "planes", "airports", "airlines")}
+    assert ("raw.flights", "stg_flights") in graph.edges
+    assert ("stg_weather", "int_flights_enriched") in graph.edges
+    assert ("fct_flights", "carrier_month_performance") in graph.edges
+    assert graph.nodes["fct_flights"] == "marts" and graph.nodes["stg_flights"] == "staging"
+    assert "unique_fct_flights_flight_id" in graph.tests["fct_flights"]
+    assert "on_time_share_counts_only_arrived_flights" in graph.tests["carrier_month_performance"]
+    # every model is reachable from a raw table
+    reached, frontier = set(raw), set(raw)
+    while frontier:
+        frontier = {b for a, b in graph.edges if a in frontier} - reached
+        reached |= frontier
+    assert reached == set(graph.nodes)
+    again = lineage.Graph.from_json(json.loads(json.dumps(graph.to_json())))
+    assert graph.difference(again) == []
+    again.edges.discard(("raw.flights", "stg_flights"))
+    assert graph.difference(again) == ["missing edge ('raw.flights', 'stg_flights')"]
+
+
+def test_compare_names_the_table_and_row_that_differ(bare_january, quartet_home):
+    warehouses = settings.warehouse_dir()
+    altered = warehouses / "altered.duckdb"
+    shutil.copy(warehouses / "bare.duckdb", altered)
+    try:
+        con = duckdb.connect(str(altered))
+        flight = con.execute(
+            "select flight_id from marts.fct_flights order by flight_id limit 1"
+        ).fetchone()[0]
+        con.execute(
+            "update marts.fct_flights set dep_delay = dep_delay + 7 where flight_id = ?", [flight]
+        )
+        con.close()
+        result = subprocess.run(
+            [sys.executable, "-m", "core.cli", "compare"],
+            capture_output=True,
+            text=True,
+            cwd=settings.REPO_ROOT,
+        )
+        assert result.returncode == 1
+        assert "marts.fct_flights" in result.stdout and "✗" in result.stdout
+        assert f"flight_id='{flight}': dep_delay:" in result.stdout
+        assert "NOT identical" in result.stdout
+        report = json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "core.cli", "compare", "--json"],
+                capture_output=True, text=True, cwd=settings.REPO_ROOT,
+            ).stdout
+        )  # fmt: skip
+        differing = [d["table"] for d in report["differences"]["altered"]]
+        assert differing == ["marts.fct_flights"]
+    finally:
+        altered.unlink()
