@@ -185,11 +185,55 @@ def _topological(ids: list[str], manifest: dict) -> list[str]:
     return order
 
 
+def bench_source_api(repeat: int, page_size: int | None = None) -> int:
+    """Rows/s the API serves for the full flights year to one client, and the API's peak RSS."""
+    import requests
+
+    from core.ingestion import load_config
+
+    page_size = page_size or load_config().page_size
+    from core.source_api import start_process
+
+    started = time.perf_counter()
+    proc, url = start_process(["--port", "0", "--token", "bench"])
+    try:
+        print(
+            f"source API ready in {time.perf_counter() - started:.1f}s (data loaded, JSON encoded)"
+        )
+        session = requests.Session()
+        session.headers["Authorization"] = "Bearer bench"
+        timings = []
+        for _ in range(repeat):
+            rows, cursor, started = 0, None, time.perf_counter()
+            while True:
+                params = {"limit": page_size, **({"cursor": cursor} if cursor else {})}
+                body = session.get(f"{url}/v1/flights", params=params, timeout=60).json()
+                rows += len(body["data"])
+                cursor = body["next_cursor"]
+                if cursor is None:
+                    break
+            timings.append(time.perf_counter() - started)
+        with open(f"/proc/{proc.pid}/status") as handle:
+            peak = next(int(line.split()[1]) for line in handle if line.startswith("VmHWM:"))
+        median = statistics.median(timings)
+        print(
+            f"flights, full year: {rows:,} records in pages of {page_size:,}: median {median:.2f}s "
+            f"of {repeat} -> {rows / median:,.0f} records/s (client parses the JSON); "
+            f"API peak RSS {peak / 1024:.0f} MB"
+        )
+    finally:
+        proc.terminate()
+        proc.wait()
+    return 0
+
+
 def main(name: str, *, repeat: int = 3, scale: int = 1, as_of: str | None = None) -> int:
     from core.source_api import SourceAPIConfig, running_source_api
 
     out_dir = settings.state_dir() / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
+    if name == "source-api":
+        return bench_source_api(repeat)
     if name == "reference":
         seconds, counts = run_reference()
         print(

@@ -39,6 +39,23 @@ class SourceAPIConfig:
         return args
 
 
+def start_process(argv: list[str]) -> tuple[subprocess.Popen, str]:
+    """Start ``python -m core.source_api <argv>``; return the process and its URL once it listens."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.source_api", *argv],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=settings.REPO_ROOT,
+    )
+    assert proc.stdout is not None
+    other = []
+    for line in proc.stdout:  # the child prints its URL once it listens
+        if line.startswith("SOURCE_API_URL="):
+            return proc, line.strip().split("=", 1)[1]
+        other.append(line.rstrip())
+    raise RuntimeError(f"the source API did not start (exit code {proc.wait()}): {other[-5:]}")
+
+
 @contextlib.contextmanager
 def running_source_api(config: SourceAPIConfig | None = None) -> Iterator[tuple[str, str]]:
     """Yield ``(url, token)`` of the source API.
@@ -54,24 +71,11 @@ def running_source_api(config: SourceAPIConfig | None = None) -> Iterator[tuple[
         yield url.rstrip("/"), token
         return
     config = config or SourceAPIConfig()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "core.source_api", *config.argv(token)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=settings.REPO_ROOT,
-    )
+    proc, url = start_process(config.argv(token))
     previous = {
         k: os.environ.get(k) for k in (settings.SOURCE_API_URL_ENV, settings.SOURCE_API_TOKEN_ENV)
     }
     try:
-        assert proc.stdout is not None
-        url = ""
-        for line in proc.stdout:  # the child prints its URL once it listens
-            if line.startswith("SOURCE_API_URL="):
-                url = line.strip().split("=", 1)[1]
-                break
-        if not url:
-            raise RuntimeError(f"the source API did not start (exit code {proc.wait()})")
         os.environ[settings.SOURCE_API_URL_ENV] = url
         os.environ[settings.SOURCE_API_TOKEN_ENV] = token
         yield url, token
