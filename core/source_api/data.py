@@ -161,16 +161,18 @@ def load(scale: int = 1) -> dict[str, Table]:
         tables: dict[str, Table] = {}
         for name, sql in records_sql(scale).items():
             revision = "r.revision" if name == "flights" else "0"
-            rows = con.execute(
+            cursor = con.execute(
                 f"select r.updated_at, r.id, {revision} as revision, to_json(r)::varchar "
                 f"from ({sql}) r order by 1, 2, 3"
-            ).fetchall()
-            tables[name] = Table(
-                updated_at=[r[0] for r in rows],
-                ids=[r[1] for r in rows],
-                revisions=[r[2] for r in rows],
-                docs=[r[3].encode() for r in rows],
             )
+            table = Table(updated_at=[], ids=[], revisions=[], docs=[])
+            while batch := cursor.fetchmany(20_000):  # batches keep the peak memory down
+                for updated_at, record_id, rev, doc in batch:
+                    table.updated_at.append(updated_at)
+                    table.ids.append(record_id)
+                    table.revisions.append(rev)
+                    table.docs.append(doc.encode())
+            tables[name] = table
         return tables
     finally:
         con.close()
