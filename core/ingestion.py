@@ -70,6 +70,8 @@ class IngestionConfig:
             "EXTRACT__WORKERS": str(self.extract_workers),
             "NORMALIZE__WORKERS": str(self.normalize_workers),
             "DATA_WRITER__DISABLE_COMPRESSION": "true",
+            # files of at most 100k rows, so that normalize workers can share a big table
+            "DATA_WRITER__FILE_MAX_ITEMS": "100000",
         }
 
 
