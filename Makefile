@@ -8,11 +8,10 @@ PYTHON ?= python3
 ORCHESTRATORS := dagster airflow prefect temporal
 UV := .venvs/tools/bin/uv
 UV_VERSION := 0.13.9
-export UV_LINK_MODE := copy
 export UV_PYTHON_DOWNLOADS := never
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: run test envs env-base lint fmt bench clean $(addprefix env-,$(ORCHESTRATORS)) $(addprefix test-,$(ORCHESTRATORS)) test-core test-parity
+.PHONY: run test envs env-base lint fmt bench clean browser $(addprefix env-,$(ORCHESTRATORS)) $(addprefix test-,$(ORCHESTRATORS)) test-core test-parity
 
 run: env-base
 	.venvs/base/bin/quartet run bare
@@ -26,7 +25,7 @@ $(UV):
 
 # One environment per orchestrator (ADR 0002): base + its dependency group + dev tools.
 env-base: $(UV)
-	UV_PROJECT_ENVIRONMENT=.venvs/base $(UV) sync --frozen --quiet --group dev
+	UV_PROJECT_ENVIRONMENT=.venvs/base $(UV) sync --frozen --quiet --group dev --group browser
 
 env-%: $(UV)
 	UV_PROJECT_ENVIRONMENT=.venvs/$* $(UV) sync --frozen --quiet --group dev --group $*
@@ -50,7 +49,11 @@ test-%: env-%
 		.venvs/$*/bin/pytest tests/orchestrators/$*; \
 	else echo "no tests for $* yet"; fi
 
-test-parity: envs
+# The real-browser UI tests drive Debian's chromium (headless); installed here when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+test-parity: envs browser
 	@if ls tests/parity/test_*.py >/dev/null 2>&1; then .venvs/base/bin/pytest tests/parity; \
 	else echo "no parity tests yet"; fi
 

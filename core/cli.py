@@ -132,6 +132,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args.name, repeat=args.repeat, scale=args.scale)
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    from core.docs import main as docs_main
+
+    return docs_main()
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from core import dbt
 
@@ -179,6 +185,9 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeat", type=int, default=3)
     bench.add_argument("--scale", type=int, default=1)
     bench.set_defaults(func=cmd_bench)
+
+    docs = sub.add_parser("docs", help="regenerate docs/lineage.md from the lineage commands")
+    docs.set_defaults(func=cmd_docs)
 
     prep = sub.add_parser("prepare", help="(re)parse the dbt project into the prepared manifest")
     prep.set_defaults(func=cmd_prepare)
