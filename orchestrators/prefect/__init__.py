@@ -1,0 +1,50 @@
+"""Quartet on Prefect 3: the shared dlt + dbt pipeline as flows, tasks and served deployments.
+
+Modules: ``flows`` (tasks, subflows, the failure hook), ``deployments`` (what ``serve`` serves:
+schedule, event trigger, the source watcher; the secret block and the concurrency limit),
+``lineage`` (the graph the flows declare), ``__main__`` (``run`` / ``ui`` / ``lineage``).
+
+This module imports no Prefect: :func:`configure` must set ``PREFECT_HOME`` before Prefect reads
+its settings.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from core import settings
+
+#: the pipeline name: warehouse/prefect.duckdb, dlt pipeline quartet_prefect
+NAME = "prefect"
+#: Secret block holding the source API's bearer token
+TOKEN_BLOCK = "quartet-source-api-token"
+#: global concurrency limit (1 slot) every writer of warehouse/prefect.duckdb occupies
+WAREHOUSE_LIMIT = "quartet-warehouse-prefect"
+#: event the source watcher emits when the API has published new data
+NEW_DATA_EVENT = "quartet.source.published"
+SOURCE_RESOURCE_ID = "quartet.source-api"
+#: Prefect variable holding the source watermark the watcher saw last
+WATERMARK_VARIABLE = "quartet_source_watermark"
+DEFAULT_UI_PORT = 4200
+
+
+def home() -> Path:
+    """PREFECT_HOME of Quartet's Prefect (database, local results, logs): gitignored state."""
+    return settings.state_dir() / NAME / "home"
+
+
+def configure(api_url: str | None = None) -> None:
+    """Point Prefect at Quartet's home (and at a server when ``api_url`` is given).
+
+    Call before importing Prefect. Without ``api_url`` (and no PREFECT_API_URL in the
+    environment), flows run against Prefect's ephemeral API: a server process on a SQLite
+    database in PREFECT_HOME, started on first use.
+    """
+    home().mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(home()))
+    # The ephemeral server's first start (database created, no bytecode yet) is slow (TRAPS.md).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if api_url:
+        os.environ["PREFECT_API_URL"] = api_url
