@@ -1,0 +1,123 @@
+"""The parity claim, end to end: bare and the four orchestrators, each through its own entrypoint in
+its own environment, build the same warehouse - for one month and for the whole year, again and
+again, converging from a mid-year run - and each declares the canonical lineage.
+
+Every run here is the user's command (``quartet run <name> ...``) in a subprocess; the session's
+QUARTET_HOME is a temporary folder and one source API serves every run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from core import lineage, settings
+from core.fingerprint import describe_diffs, diff, fingerprint
+
+ORCHESTRATORS = settings.ORCHESTRATORS
+MID_YEAR, YEAR_END = "2013-06-30", "2013-12-31"
+
+
+def quartet(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "core.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=settings.REPO_ROOT,
+        timeout=timeout,
+    )
+
+
+def run(name: str, *flags: str) -> float:
+    """``quartet run <name> <flags>``; fails the test with the run's own output otherwise."""
+    started = time.perf_counter()
+    result = quartet("run", name, *flags)
+    seconds = time.perf_counter() - started
+    assert result.returncode == 0, (
+        f"quartet run {name} {flags} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    )
+    return seconds
+
+
+def assert_same(name: str, expected, actual) -> None:
+    differences = diff(expected, actual)
+    assert differences == [], (
+        f"{name} differs from bare:\n{describe_diffs('bare', name, differences)}"
+    )
+
+
+@pytest.fixture(scope="module")
+def january(source_api, quartet_home):
+    """bare and the four, as of the end of January 2013, in a home of their own."""
+    timings = {name: run(name, "--as-of", "2013-01-31") for name in ("bare", *ORCHESTRATORS)}
+    prints = {
+        name: fingerprint(settings.for_pipeline(name, export=False).warehouse) for name in timings
+    }
+    return prints, timings
+
+
+@pytest.mark.parametrize("name", ORCHESTRATORS)
+def test_one_month_every_orchestrator_builds_the_bare_warehouse(january, name):
+    prints, _ = january
+    assert prints["bare"].tables["marts.fct_flights"].rows == 27_004
+    assert_same(name, prints["bare"], prints[name])
+
+
+def test_compare_prints_one_table_and_exits_zero_when_all_five_agree(january):
+    result = quartet("compare")
+    assert result.returncode == 0, result.stdout + result.stderr
+    header = result.stdout.splitlines()[0]
+    assert all(name in header for name in ("bare", *ORCHESTRATORS))
+    assert "5 warehouses" in result.stdout and "identical to bare" in result.stdout
+    fct = next(line for line in result.stdout.splitlines() if line.startswith("marts.fct_flights"))
+    assert fct.count("27,004") == 5 and fct.count("✓") == 4
+
+
+@pytest.mark.parametrize("name", ORCHESTRATORS)
+def test_lineage_each_orchestrator_declares_is_the_canonical_graph(name, quartet_home):
+    result = subprocess.run(
+        [sys.executable, "-m", "core.cli", "lineage", name, "--json"],
+        capture_output=True, text=True, cwd=settings.REPO_ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    declared = lineage.Graph.from_json(json.loads(result.stdout))
+    assert lineage.canonical().difference(declared) == []
+
+
+@pytest.mark.slow
+def test_full_year_mid_year_first_then_year_end_then_again(
+    source_api, tmp_path_factory, monkeypatch
+):
+    """Per orchestrator: as of mid-year, then year end (incremental convergence), compared with one
+    bare year-end run; then the same year-end run again changes nothing."""
+    home = tmp_path_factory.mktemp("year")
+    monkeypatch.setenv("QUARTET_HOME", str(home))
+    timings = {"bare": run("bare", "--as-of", YEAR_END)}
+    bare = fingerprint(settings.for_pipeline("bare", export=False).warehouse)
+    assert bare.tables["marts.fct_flights"].rows == 336_776
+    failures = []
+    for name in ORCHESTRATORS:
+        warehouse = settings.for_pipeline(name, export=False).warehouse
+        run(name, "--as-of", MID_YEAR)
+        mid = fingerprint(warehouse)
+        assert mid.tables["marts.fct_flights"].rows < 336_776
+        timings[name] = run(name, "--as-of", YEAR_END)
+        first = fingerprint(warehouse)
+        run(name, "--as-of", YEAR_END)
+        again = fingerprint(warehouse)
+        for label, candidate in (
+            (f"{name} (mid-year then year end)", first),
+            (f"{name} (run again)", again),
+        ):
+            differences = diff(bare, candidate)
+            if differences:
+                failures.append(describe_diffs("bare", label, differences))
+    print(
+        "full-year wall seconds (after a mid-year run):",
+        json.dumps({k: round(v, 1) for k, v in timings.items()}),
+    )
+    assert failures == []
