@@ -158,6 +158,7 @@ def load(scale: int = 1) -> dict[str, Table]:
     con = duckdb.connect()
     try:
         con.execute("set TimeZone = 'UTC'")
+        con.execute("set enable_progress_bar = false")  # stdout carries the URL line
         tables: dict[str, Table] = {}
         for name, sql in records_sql(scale).items():
             revision = "r.revision" if name == "flights" else "0"
