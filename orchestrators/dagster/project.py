@@ -1,0 +1,70 @@
+"""Where the Dagster project lives and what it shares with every asset: paths, partitions, pool.
+
+Everything derives from ``core.settings`` (QUARTET_HOME) when this module is imported, so import
+it after QUARTET_HOME is set. Generated state lives under ``.quartet/dagster/`` (gitignored).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from core import settings
+from core.ingestion import RunWindow, load_config, window
+
+NAME = "dagster"
+PIPELINE = settings.for_pipeline(NAME)  # also exports QUARTET_WAREHOUSE for dbt's profiles.yml
+CONFIG = load_config()
+
+#: the one concurrency pool every warehouse writer (dlt and dbt ops) claims; limit 1 (dagster.yaml)
+WAREHOUSE_POOL = "quartet_warehouse"
+
+
+def _next_month(partition: str) -> str:
+    year, month = (int(x) for x in partition.split("-"))
+    year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return f"{year:04d}-{month:02d}"
+
+
+#: the months of 2013 (core/ingestion.toml [range]), keyed YYYY-MM like the rest of Quartet
+MONTHLY = dg.MonthlyPartitionsDefinition(
+    start_date=CONFIG.partitions_from,
+    end_date=_next_month(CONFIG.partitions_to),
+    fmt="%Y-%m",
+)
+
+
+def dagster_home() -> Path:
+    """DAGSTER_HOME under .quartet/dagster/home, with an instance config written on first use."""
+    home = settings.state_dir() / NAME / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(
+            "# Written by orchestrators/dagster/project.py (generated state, gitignored)\n"
+            "telemetry:\n  enabled: false\n"
+            "concurrency:\n"
+            "  pools:\n"
+            "    default_limit: 1  # one writer at a time on the DuckDB warehouse\n"
+        )
+    return home
+
+
+def use_dagster_home() -> Path:
+    home = dagster_home()
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def run_windows(
+    context: dg.AssetExecutionContext, resources: tuple[str, ...], as_of: str | None
+) -> list[RunWindow]:
+    """The core windows a run covers: the whole range as one load, else one per month."""
+    if not context.has_partition_key_range:
+        return [window(CONFIG, as_of=as_of, resources=resources)]
+    months = MONTHLY.get_partition_keys_in_range(context.partition_key_range)
+    if months == CONFIG.partitions():
+        return [window(CONFIG, as_of=as_of, resources=resources)]  # a full load, like bare's
+    return [window(CONFIG, as_of=as_of, partition=m, resources=resources) for m in months]

@@ -1,0 +1,49 @@
+"""Dagster resources: the source API (token through ``EnvVar``), the warehouse, dlt and dbt."""
+
+import sys
+from pathlib import Path
+
+import dagster as dg
+from dagster_dbt import DbtCliResource
+from dagster_dlt import DagsterDltResource
+from dagster_duckdb import DuckDBResource
+
+from core import settings
+
+
+class SourceAPI(dg.ConfigurableResource):
+    """The flights source API. ``token`` comes from ``EnvVar``: the UI shows the variable's name,
+    never its value, and Dagster keeps it out of run config and event logs."""
+
+    url: str
+    token: str
+
+    def status(self) -> dict:
+        from core.source_api import api_status
+
+        return api_status(self.url, self.token)
+
+
+class ApiClock(dg.ConfigurableResource):
+    """The source API's clock a run asks for (launchpad / run config); None: the latest."""
+
+    as_of: str | None = None
+
+
+def resources() -> dict[str, dg.ConfigurableResource | object]:
+    return {
+        "source_api": SourceAPI(
+            url=dg.EnvVar(settings.SOURCE_API_URL_ENV),
+            token=dg.EnvVar(settings.SOURCE_API_TOKEN_ENV),
+        ),
+        "api_clock": ApiClock(),
+        # the one warehouse setting (QUARTET_WAREHOUSE, exported by core.settings.for_pipeline)
+        "warehouse": DuckDBResource(database=dg.EnvVar(settings.WAREHOUSE_ENV)),
+        "dlt": DagsterDltResource(),
+        "dbt": DbtCliResource(
+            project_dir=str(settings.TRANSFORM_DIR),
+            profiles_dir=str(settings.TRANSFORM_DIR),
+            # this environment's dbt, whatever PATH says (dagster dev, tests, cron)
+            dbt_executable=str(Path(sys.executable).parent / "dbt"),
+        ),
+    }
