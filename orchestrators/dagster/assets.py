@@ -131,4 +131,24 @@ def dbt_models(
     target = PIPELINE.dbt_target_dir
     dbt_project._seed_partial_parse(target)  # start from the prepared parse, not from scratch
     with writer_lock(Path(warehouse.database), purpose="dagster dbt build"):
-        yield from dbt.cli(["build"], context=context, target_path=target).stream()
+        # raise_on_error=False only to re-raise below with the failing tests named
+        invocation = dbt.cli(["build"], context=context, target_path=target, raise_on_error=False)
+        yield from invocation.stream()
+    if not invocation.is_successful():
+        raise dg.Failure(description=_build_failure(invocation.get_artifact("run_results.json")))
+
+
+def _build_failure(run_results: dict) -> str:
+    """What a failed ``dbt build`` broke and what it left alone (core's DbtBuildError wording)."""
+    results = run_results.get("results", [])
+    broken = [r for r in results if r["status"] in ("fail", "error", "runtime error")]
+    skipped = sorted(r["unique_id"].split(".")[2] for r in results if r["status"] == "skipped")
+    lines = [
+        f"{r['unique_id'].split('.')[0]} {r['unique_id'].split('.')[2]}: {r['status']}"
+        f" - {(r.get('message') or '').strip()}"
+        for r in broken
+    ]
+    message = "dbt build failed:\n  " + "\n  ".join(lines or ["(see the dbt logs of this step)"])
+    if skipped:
+        message += f"\n  skipped downstream (left as they were): {', '.join(skipped)}"
+    return message

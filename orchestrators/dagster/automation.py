@@ -24,21 +24,18 @@ INGESTION_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPO
 full_pipeline = dg.define_asset_job(
     "full_pipeline",
     selection=dg.AssetSelection.all(),
-    partitions_def=MONTHLY,
     op_retry_policy=INGESTION_RETRY,
     description="Ingest every resource of the source API, then dbt build (models and tests).",
 )
 dlt_ingestion = dg.define_asset_job(
     "dlt_ingestion",
     selection=dg.AssetSelection.groups("raw"),
-    partitions_def=MONTHLY,
     op_retry_policy=INGESTION_RETRY,
     description="Load the raw layer from the source API (one op per dlt resource).",
 )
 dbt_transformation = dg.define_asset_job(
     "dbt_transformation",
     selection=dg.AssetSelection.assets(dbt_models),
-    partitions_def=MONTHLY,
     description="dbt build over what the raw layer holds: models, data tests, unit tests.",
 )
 jobs = [full_pipeline, dlt_ingestion, dbt_transformation]
