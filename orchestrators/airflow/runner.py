@@ -26,7 +26,7 @@ def load_dag(dag_id: str = PIPELINE_DAG):
     return bag.get_dag(dag_id)
 
 
-def test_run(dag, *, as_of: str | None = None, partition: str | None = None, logical_date=None):
+def run_once(dag, *, as_of: str | None = None, partition: str | None = None, logical_date=None):
     """One in-process ``dag.test()`` run; returns the finished DagRun."""
     conf = {"as_of": as_of, "partition": partition}
     if partition and logical_date is None:
@@ -61,7 +61,7 @@ def run(*, as_of: str | None = None, partitions: Sequence[str | None] = (None,))
         environment.source_api_connection(url, token)
         dag = load_dag()
         for partition in partitions:
-            dag_run = test_run(dag, as_of=as_of, partition=partition)
+            dag_run = run_once(dag, as_of=as_of, partition=partition)
             if dag_run.state != "success":
                 print(
                     f"quartet airflow run: {dag_run.run_id} {dag_run.state}: "

@@ -108,7 +108,7 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 
 def serve(port: int = 8080, as_of: str | None = "2013-01-31") -> int:
-    from orchestrators.airflow.runner import load_dag, test_run
+    from orchestrators.airflow.runner import load_dag, run_once
 
     environment.migrate()
     port = free_port(port)
@@ -125,7 +125,7 @@ def serve(port: int = 8080, as_of: str | None = "2013-01-31") -> int:
         env["AIRFLOW_CONN_QUARTET_SOURCE_API"] = os.environ["AIRFLOW_CONN_QUARTET_SOURCE_API"]
         if not has_finished_run():
             print(f"recording a finished run to look at (as of {as_of})...", flush=True)
-            test_run(load_dag(), as_of=as_of)
+            run_once(load_dag(), as_of=as_of)
         procs = []
         logs = environment.airflow_home() / "logs" / "services"
         logs.mkdir(parents=True, exist_ok=True)

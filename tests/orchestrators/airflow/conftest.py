@@ -1,0 +1,65 @@
+"""Airflow fixtures: AIRFLOW_HOME inside the test's QUARTET_HOME, the DagBag, in-process runs.
+
+Airflow reads its configuration on first import, so nothing here imports it at module level.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from core import settings
+from orchestrators.airflow import PIPELINE_DAG, environment
+
+
+@pytest.fixture(scope="session")
+def airflow_home(quartet_home: Path) -> Path:
+    """A migrated metadata DB (``airflow db migrate``) with the writer pool."""
+    home = environment.configure()
+    environment.migrate()
+    return home
+
+
+@pytest.fixture(scope="session")
+def dag_bag(airflow_home: Path):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(environment.DAGS_FOLDER))
+
+
+@pytest.fixture(scope="session")
+def pipeline_dag(dag_bag):
+    return dag_bag.get_dag(PIPELINE_DAG)
+
+
+@pytest.fixture
+def connect(monkeypatch: pytest.MonkeyPatch):
+    """Point the ``quartet_source_api`` connection at an API (restored after the test)."""
+    name = "AIRFLOW_CONN_QUARTET_SOURCE_API"
+    monkeypatch.setenv(name, os.environ.get(name, ""))
+
+    def point(url: str, token: str) -> None:
+        environment.source_api_connection(url, token)
+
+    return point
+
+
+@pytest.fixture
+def own_api(monkeypatch: pytest.MonkeyPatch, connect):
+    """Start a source API with special settings (faults, malformed data) for one test."""
+    from contextlib import ExitStack
+
+    from core.source_api import SourceAPIConfig, running_source_api
+
+    stack = ExitStack()
+
+    def start(**config) -> tuple[str, str]:
+        monkeypatch.delenv(settings.SOURCE_API_URL_ENV, raising=False)
+        url, token = stack.enter_context(running_source_api(SourceAPIConfig(**config)))
+        connect(url, token)
+        return url, token
+
+    yield start
+    stack.close()

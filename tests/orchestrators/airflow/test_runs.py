@@ -1,0 +1,127 @@
+"""In-process runs (``dag.test()``, as Cosmos tests its example DAGs) held against the bare run."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from core import pipeline, settings
+from core.fingerprint import describe_diffs, diff, fingerprint
+from orchestrators.airflow import NAME, PIPELINE_DAG
+from orchestrators.airflow.runner import failures, run_once
+
+JANUARY = "2013-01-31"
+
+
+def wipe_warehouse() -> Path:
+    """Remove the airflow warehouse and its dlt state: the next run starts from nothing."""
+    pipeline = settings.for_pipeline(NAME)
+    for path in pipeline.warehouse.parent.glob(pipeline.warehouse.name + "*"):
+        path.unlink()
+    shutil.rmtree(pipeline.pipelines_dir, ignore_errors=True)
+    return pipeline.warehouse
+
+
+@pytest.fixture
+def fresh_warehouse() -> Path:
+    return wipe_warehouse()
+
+
+def assert_same(expected, path) -> None:
+    diffs = diff(expected, fingerprint(path))
+    assert diffs == [], describe_diffs("bare", path.name, diffs)
+
+
+def states(dag_run) -> dict[str, str]:
+    return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+
+
+@pytest.fixture(scope="module")
+def january_run(pipeline_dag, bare_january, source_api):
+    """One full January run through Airflow on a fresh warehouse."""
+    from orchestrators.airflow import environment
+
+    environment.source_api_connection(source_api.url, source_api.token)
+    warehouse = wipe_warehouse()
+    dag_run = run_once(pipeline_dag, as_of=JANUARY)
+    return dag_run, warehouse
+
+
+def test_full_run_matches_bare(january_run, bare_january):
+    dag_run, warehouse = january_run
+    assert dag_run.state == "success", failures(dag_run)
+    assert set(states(dag_run).values()) == {"success"}
+    assert_same(bare_january, warehouse)
+
+
+def test_rerun_changes_nothing(january_run, pipeline_dag, bare_january):
+    _, warehouse = january_run
+    before = fingerprint(warehouse)
+    dag_run = run_once(pipeline_dag, as_of=JANUARY)
+    assert dag_run.state == "success", failures(dag_run)
+    assert diff(before, fingerprint(warehouse)) == []
+    assert_same(bare_january, warehouse)
+
+
+def test_event_trigger_starts_a_run_when_the_source_has_new_data(january_run, dag_bag, source_api):
+    """The watch DAG's sensor compares the API's watermark with the warehouse's."""
+    from airflow.models.dagrun import DagRun
+
+    from core.source_api import api_status, set_clock
+    from orchestrators.airflow import WATCH_DAG
+    from orchestrators.airflow.tasks import loaded_watermark
+
+    previous = api_status(source_api.url, source_api.token)["as_of"][:10]
+    try:
+        set_clock(source_api.url, source_api.token, JANUARY)
+        # nothing new: the warehouse has loaded exactly what the API has published
+        assert loaded_watermark() == api_status(source_api.url, source_api.token)["watermark"]
+        set_clock(source_api.url, source_api.token, "2013-02-28")  # new data is published
+        watch = dag_bag.get_dag(WATCH_DAG).test(logical_date=None)
+        assert watch.state == "success", failures(watch)
+        triggered = DagRun.find(dag_id=PIPELINE_DAG, run_type="operator_triggered")
+        assert [r.conf for r in triggered] == [{"as_of": "2013-02-28"}]
+    finally:
+        set_clock(source_api.url, source_api.token, previous)
+
+
+def test_months_backfilled_in_shuffled_order_match_in_order(
+    pipeline_dag, source_api, fresh_warehouse, connect
+):
+    as_of = "2013-02-28"
+    months = ["2013-01", "2013-02"]
+    pipeline.run("bare_months", as_of=as_of, partitions=months, log=lambda _: None)
+    expected = fingerprint(settings.for_pipeline("bare_months").warehouse)
+    connect(source_api.url, source_api.token)
+    for partition in ("2013-02", "2013-01"):
+        dag_run = run_once(pipeline_dag, as_of=as_of, partition=partition)
+        assert dag_run.state == "success", failures(dag_run)
+        assert dag_run.conf["partition"] == partition
+    assert_same(expected, fresh_warehouse)
+
+
+def test_injected_api_faults_are_retried(pipeline_dag, bare_january, own_api, fresh_warehouse):
+    own_api(fault_rate=0.2, fault_seed=7)
+    dag_run = run_once(pipeline_dag, as_of=JANUARY)
+    assert dag_run.state == "success", failures(dag_run)
+    assert_same(bare_january, fresh_warehouse)
+
+
+def test_failing_dbt_test_fails_the_run_blocks_marts_and_alerts(
+    pipeline_dag, own_api, fresh_warehouse, alert_receiver
+):
+    _, token = own_api(malformed=("flights:bad_value:2013-01-15",))
+    dag_run = run_once(pipeline_dag, as_of=JANUARY)
+    assert dag_run.state == "failed"
+    state = states(dag_run)
+    assert state["dbt.stg_flights_model_build"] == "failed"
+    for blocked in ("int_flights_enriched", "fct_flights", "carrier_month_performance"):
+        assert state[f"dbt.{blocked}_model_build"] == "upstream_failed", blocked
+    assert state["dbt.stg_weather_model_build"] == "success"  # not downstream: built
+    [alert] = alert_receiver.wait(1)
+    assert alert["orchestrator"] == "airflow" and alert["pipeline"] == PIPELINE_DAG
+    assert alert["run_id"] == dag_run.run_id and alert["status"] == "failed"
+    assert "stg_flights" in alert["error"] and "accepted_values" in alert["error"]
+    assert token not in str(alert) and settings.DEV_API_TOKEN not in str(alert)
