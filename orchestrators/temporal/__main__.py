@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -180,8 +181,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_activity_logs() -> None:
+    """Print what activities log (ingested rows, each dbt node) as the run goes."""
+    from temporalio import activity
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger(activity.logger.logger.name)
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    logger.propagate = False  # once, whatever dlt configured on the root logger
+    activity.logger.activity_info_on_message = False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    _show_activity_logs()
     return args.func(args)
 
 

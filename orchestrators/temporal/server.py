@@ -8,6 +8,8 @@ every command at an existing server instead (a real cluster, or the one ``ui`` s
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import socket
 import subprocess
@@ -106,13 +108,29 @@ def start_dev_server(
 
 @contextlib.contextmanager
 def dev_server(*, ui_port: int | None = None, ui: bool = True) -> Iterator[DevServer]:
-    """The server at TEMPORAL_ADDRESS, or a dev server started here and stopped on exit."""
+    """The server to use: TEMPORAL_ADDRESS; else the dev server another command of this home
+    already runs (``ui`` - so a ``run`` shows up there); else one started here, stopped on exit.
+    """
     address = os.environ.get(ADDRESS_ENV)
     if address:
         yield DevServer(address, os.environ.get(UI_URL_ENV))
         return
-    server = start_dev_server(ui_port=ui_port, ui=ui)
-    try:
-        yield server
-    finally:
-        server.stop()
+    published = home() / "server.json"  # who owns the SQLite file, and where it listens
+    with open(home() / "server.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            deadline = time.monotonic() + 60
+            while not published.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            info = json.loads(published.read_text())
+            print(f"using the Temporal dev server already running at {info['address']}", flush=True)
+            yield DevServer(info["address"], info["ui_url"])
+            return
+        server = start_dev_server(ui_port=ui_port, ui=ui)
+        try:
+            published.write_text(json.dumps({"address": server.address, "ui_url": server.ui_url}))
+            yield server
+        finally:
+            published.unlink(missing_ok=True)
+            server.stop()
