@@ -4,8 +4,8 @@
   materializing task of its raw table's asset, retried with bounded exponential backoff;
 * ``quartet-transformation``: ``dbt build`` through prefect-dbt's ``PrefectDbtRunner``, one task
   run per dbt node (models, data tests, unit tests); a failed node fails the flow;
-* ``quartet-pipeline``: both as subflows, per partition (month) when partitions are given; the
-  subflow boundary is the coordination point between ingestion and transformation.
+* ``quartet-pipeline``: both as subflows (an ingestion subflow per month when partitions are
+  given); the subflow boundary is the coordination point between ingestion and transformation.
 
 Every writer of the warehouse occupies the one slot of the global concurrency limit
 ``quartet-warehouse-prefect``; the source API token comes from the ``quartet-source-api-token``
@@ -180,16 +180,17 @@ def transformation(select: list[str] | None = None) -> dict[str, int]:
 
 @flow(name="quartet-pipeline", on_failure=[alert_on_failure])
 def pipeline(as_of: dt.date | None = None, partitions: list[str] | None = None) -> dict:
-    """Ingest, then build dbt; with partitions, once per month in the order given (a backfill)."""
+    """Ingest, then build dbt. With partitions (a backfill): one ingestion subflow per month in
+    the order given, then one dbt build over all of them."""
     config = load_config()
     for partition in partitions or []:
         window(config, as_of=_as_of(as_of), partition=partition)  # fail before any run
-    summary = {}
+    ingested = {}
     for partition in partitions or [None]:
         label = partition or "latest"
-        loaded = ingestion.with_options(flow_run_name=f"ingestion {label}")(
+        ingested[label] = ingestion.with_options(flow_run_name=f"ingestion {label}")(
             as_of=as_of, partition=partition
         )
-        built = transformation.with_options(flow_run_name=f"transformation {label}")()
-        summary[label] = {"ingested": loaded, "dbt": built}
-    return summary
+    # the coordination point: dbt starts once every ingestion subflow has completed
+    built = transformation()
+    return {"ingested": ingested, "dbt": built}

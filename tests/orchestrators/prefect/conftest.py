@@ -42,7 +42,7 @@ def prefect_api(source_api) -> Iterator[None]:
         yield
 
 
-def reset_warehouse() -> Path:
+def _reset_warehouse() -> Path:
     """Forget everything the prefect pipeline loaded: warehouse file and dlt working state."""
     pipeline = settings.for_pipeline(NAME)
     for path in pipeline.warehouse.parent.glob(f"{pipeline.warehouse.name}*"):
@@ -51,6 +51,12 @@ def reset_warehouse() -> Path:
     return pipeline.warehouse
 
 
+@pytest.fixture(scope="session")
+def reset_warehouse(quartet_home: Path):
+    """Call it to start the prefect warehouse from nothing; returns its path."""
+    return _reset_warehouse
+
+
 @pytest.fixture
-def fresh_warehouse(quartet_home: Path) -> Path:
+def fresh_warehouse(reset_warehouse) -> Path:
     return reset_warehouse()

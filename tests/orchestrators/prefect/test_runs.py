@@ -1,0 +1,167 @@
+"""Runs of the flows: parity with bare, idempotency, backfills, faults, failures, alerts, writers.
+
+The entry point runs in a child process on Prefect's ephemeral API (what a user runs); the other
+runs call the flows in this process against prefect_test_harness's server.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import duckdb
+import pytest
+
+from core import settings
+from core.fingerprint import describe_diffs, diff, fingerprint
+from core.lineage import canonical
+from tests.conftest import JANUARY
+
+
+def assert_same(expected, warehouse) -> None:
+    actual = fingerprint(warehouse)
+    differences = diff(expected, actual)
+    assert differences == [], describe_diffs("expected", "prefect", differences)
+
+
+def task_run_names(flow_run_id) -> set[str]:
+    """Names of the task runs of a pipeline run's subflow runs."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+    from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
+
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])
+            ),
+            sort=FlowRunSort.EXPECTED_START_TIME_ASC,  # the API answers 422 without sort and limit
+            limit=100,
+        )
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id={"any_": [c.id for c in children]}),
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+            limit=200,
+        )
+    return {r.name for r in runs if r.state and r.state.is_completed()}
+
+
+@pytest.fixture(scope="module")
+def january_run(source_api, reset_warehouse):
+    """``python -m orchestrators.prefect run --as-of 2013-01-31`` on the ephemeral API."""
+    reset_warehouse()
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrators.prefect", "run", "--as-of", JANUARY],
+        env=env,
+        cwd=settings.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return settings.for_pipeline("prefect").warehouse
+
+
+def test_run_entrypoint_matches_bare(january_run, bare_january) -> None:
+    assert_same(bare_january, january_run)
+
+
+def test_rerun_changes_nothing(january_run, bare_january, prefect_api) -> None:
+    from orchestrators.prefect.flows import pipeline
+
+    state = pipeline(as_of=JANUARY, return_state=True)
+    summary = state.result()
+    assert {r: counts["new"] for r, counts in summary["ingested"]["latest"].items()} == {
+        "flights": 0,
+        "weather": 0,
+        "planes": 0,
+        "airports": 0,
+        "airlines": 0,
+    }
+    assert_same(bare_january, january_run)
+    # one task run per resource and per dbt node (models, data tests, unit tests)
+    graph = canonical()
+    names = task_run_names(state.state_details.flow_run_id)
+    assert {
+        f"ingest {t.removeprefix('raw.')}" for t in graph.nodes if t.startswith("raw.")
+    } <= names
+    assert {f"model {m}" for m, layer in graph.nodes.items() if layer != "raw"} <= names
+    tests = {t for node_tests in graph.tests.values() for t in node_tests}
+    assert len([n for n in names if n.startswith(("test ", "unit_test "))]) == len(tests)
+
+
+def test_backfill_shuffled_equals_in_order(prefect_api, fresh_warehouse, reset_warehouse) -> None:
+    from orchestrators.prefect.flows import pipeline
+
+    months = ["2013-01", "2013-02"]
+    pipeline(partitions=months)
+    in_order = fingerprint(fresh_warehouse)
+    assert in_order.tables["marts.fct_flights"].rows > 0
+
+    reset_warehouse()
+    summary = pipeline(partitions=months[::-1])
+    assert list(summary["ingested"]) == months[::-1]  # one ingestion subflow per month, in order
+    assert_same(in_order, fresh_warehouse)
+
+
+def test_api_faults_are_retried(prefect_api, fresh_warehouse, bare_january, monkeypatch) -> None:
+    """20% of API requests fail (500/503/429/dropped/slow): the raw layer still equals bare's."""
+    from core.source_api import SourceAPIConfig, running_source_api
+    from orchestrators.prefect.flows import ingestion
+
+    monkeypatch.delenv(settings.SOURCE_API_URL_ENV)
+    with running_source_api(SourceAPIConfig(fault_rate=0.2, fault_seed=7)):
+        ingestion(as_of=JANUARY)
+    raw = fingerprint(fresh_warehouse)
+    assert set(raw.tables) == {t for t in bare_january.tables if t.startswith("raw.")}
+    for table, table_print in raw.tables.items():
+        assert table_print == bare_january.tables[table], table
+
+
+def test_failing_dbt_test_fails_the_run_blocks_marts_and_alerts(
+    prefect_api, fresh_warehouse, alert_receiver, monkeypatch
+) -> None:
+    from core.source_api import SourceAPIConfig, running_source_api
+    from orchestrators.prefect.flows import pipeline
+
+    monkeypatch.delenv(settings.SOURCE_API_URL_ENV)
+    malformed = SourceAPIConfig(malformed=("flights:bad_value:2013-01-15",))
+    with running_source_api(malformed) as (_url, token):
+        state = pipeline(as_of=JANUARY, return_state=True)
+
+    assert state.is_failed()
+    assert "accepted_values_stg_flights_origin" in state.message
+    names = task_run_names(state.state_details.flow_run_id)
+    assert "model stg_flights" in names
+    assert not {"model fct_flights", "model route_stats", "model carrier_month_performance"} & names
+    with duckdb.connect(str(fresh_warehouse), read_only=True) as con:
+        tables = {
+            f"{s}.{t}"
+            for s, t in con.execute(
+                "select table_schema, table_name from information_schema.tables"
+            ).fetchall()
+        }
+    assert "staging.stg_flights" in tables
+    assert not {"marts.fct_flights", "marts.route_stats"} & tables
+
+    (alert,) = alert_receiver.wait(1)  # the failed subflow does not alert twice
+    assert alert["orchestrator"] == "prefect"
+    assert alert["pipeline"] == "quartet-pipeline"
+    assert alert["run_id"] == str(state.state_details.flow_run_id)
+    assert "accepted_values_stg_flights_origin" in alert["error"]
+    assert token not in str(alert)
+
+
+def test_second_writer_fails_clearly(prefect_api, monkeypatch) -> None:
+    from prefect.concurrency.sync import concurrency
+
+    from orchestrators.prefect import WAREHOUSE_LIMIT
+    from orchestrators.prefect.flows import transformation
+
+    monkeypatch.setenv("QUARTET_LOCK_TIMEOUT", "2")
+    with concurrency(WAREHOUSE_LIMIT, occupy=1):  # another writer holds the warehouse
+        state = transformation(return_state=True)
+    assert state.is_failed()
+    assert "TimeoutError" in state.message and "concurrency" in state.message.lower()
