@@ -108,6 +108,7 @@ async def _ui(args: argparse.Namespace) -> int:
         await ensure_schedule(client)
         await start_watcher(client)
         handle = await start(client, PipelineInput(as_of=args.as_of))
+        print(f"[{PIPELINE}] {server.ui_url} is up; running {handle.id} ...", flush=True)
         try:
             await handle.result()
         except WorkflowFailureError as exc:

@@ -84,16 +84,16 @@ def test_run_command_matches_bare_then_a_rerun_changes_nothing(
 def test_backfill_in_shuffled_order_equals_bare_in_order(
     temporal_server, source_api, fresh_home
 ) -> None:
-    months = ["2013-01", "2013-02", "2013-03"]
+    months = ["2013-01", "2013-02"]
     in_order = fingerprint(bare_run("bare_months", partitions=months))
 
     async def backfill():
         async with deployment(temporal_server, source_api.url, source_api.token) as client:
-            handle = await start(client, BackfillInput(["2013-03", "2013-01", "2013-02"]))
+            handle = await start(client, BackfillInput(["2013-02", "2013-01"]))
             return await handle.result()
 
     results = asyncio.run(backfill())
-    assert [r.partition for r in results] == ["2013-03", "2013-01", "2013-02"]  # child per month
+    assert [r.partition for r in results] == ["2013-02", "2013-01"]  # child per month
     assert diff(in_order, fingerprint(warehouse())) == []
 
 
