@@ -84,13 +84,19 @@ def _ingestion_assets(resource: str) -> dg.AssetsDefinition:
                         context=context,
                         dlt_source=source,
                         loader_file_format=CONFIG.loader_file_format,
-                    ).fetch_row_count()
+                    )
                 )
             context.log.info(
                 f"loaded {resource} for {run_window.partition or 'all months'}"
                 f" as of {run_window.as_of or 'latest'}"
             )
-        yield from results  # one materialization per asset, after the last window
+        with warehouse.get_connection() as con:  # the table as it stands after the load
+            rows = con.execute(f"select count(*) from {settings.RAW_SCHEMA}.{resource}").fetchone()
+        for result in results:  # one materialization per asset, after the last window
+            yield dg.MaterializeResult(
+                asset_key=result.asset_key,
+                metadata={**result.metadata, "dagster/row_count": rows[0]},
+            )
 
     return _assets
 
@@ -120,8 +126,6 @@ DBT_TRANSLATOR = DbtLayers(
     partitions_def=MONTHLY,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=WAREHOUSE_POOL,
-    # a failing dbt test is a fact about the data, not a transient error: never retried
-    retry_policy=dg.RetryPolicy(max_retries=0),
 )
 def dbt_models(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: DuckDBResource
@@ -135,7 +139,11 @@ def dbt_models(
         invocation = dbt.cli(["build"], context=context, target_path=target, raise_on_error=False)
         yield from invocation.stream()
     if not invocation.is_successful():
-        raise dg.Failure(description=_build_failure(invocation.get_artifact("run_results.json")))
+        # a failing dbt test is a fact about the data, not a transient error: never retried
+        raise dg.Failure(
+            description=_build_failure(invocation.get_artifact("run_results.json")),
+            allow_retries=False,
+        )
 
 
 def _build_failure(run_results: dict) -> str:

@@ -1,7 +1,7 @@
 """Jobs, the monthly schedule, the source API sensor, and the failure alert.
 
-* ``full_pipeline``, ``dlt_ingestion``, ``dbt_transformation``: partitioned asset jobs; ingestion
-  ops get a bounded ``RetryPolicy`` (dbt opts out: a failing test is not transient).
+* ``full_pipeline``, ``dlt_ingestion``, ``dbt_transformation``: partitioned asset jobs whose
+  ops get a bounded ``RetryPolicy`` (a failing dbt test raises ``Failure(allow_retries=False)``).
 * ``monthly_full_pipeline``: a schedule built from the partitioned job (each month's run loads
   the month that just ended).
 * ``source_api_as_of``: polls the API's clock and asks for a run of every month that has new data.

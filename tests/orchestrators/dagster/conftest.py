@@ -33,12 +33,30 @@ def instance(dagster_project):
         yield instance
 
 
-def fresh_warehouse() -> Path:
-    """Delete the Dagster warehouse (dlt restores its state from it, so that is all there is)."""
+def _fresh_warehouse() -> Path:
     warehouse = settings.for_pipeline("dagster").warehouse
     for path in (warehouse, warehouse.with_name(warehouse.name + ".wal")):
         path.unlink(missing_ok=True)
     return warehouse
+
+
+@pytest.fixture
+def fresh_warehouse(dagster_project):
+    """Delete the Dagster warehouse (dlt restores its state from it, so that is all there is)."""
+    return _fresh_warehouse
+
+
+@pytest.fixture(scope="session")
+def bare_in_order(source_api):
+    """Fingerprint of a bare run of ``months`` in order (its own warehouse ``bare_months``)."""
+    from core import pipeline
+    from core.fingerprint import fingerprint
+
+    def run(months: list[str], as_of: str):
+        pipeline.run("bare_months", as_of=as_of, partitions=months, log=lambda _: None)
+        return fingerprint(settings.for_pipeline("bare_months").warehouse)
+
+    return run
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def test_partitions_are_the_months_of_2013_and_every_writer_is_in_one_pool(dagst
     assert "default_limit: 1" in config
 
 
-def test_ingestion_retries_with_a_bounded_policy_and_dbt_does_not(dagster_project):
+def test_ingestion_retries_with_a_bounded_policy(dagster_project):
     from orchestrators.dagster.automation import INGESTION_RETRY
 
     _, defs, _ = dagster_project
@@ -60,7 +60,6 @@ def test_ingestion_retries_with_a_bounded_policy_and_dbt_does_not(dagster_projec
     }
     assert policies["ingest_flights"] == INGESTION_RETRY
     assert 0 < INGESTION_RETRY.max_retries <= 5
-    assert policies["dbt_models"].max_retries == 0
 
 
 def test_the_source_api_token_is_an_env_var_reference(dagster_project):
