@@ -11,7 +11,9 @@ UV_VERSION := 0.13.9
 export UV_PYTHON_DOWNLOADS := never
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: run test envs env-base lint fmt bench clean browser $(addprefix env-,$(ORCHESTRATORS)) $(addprefix test-,$(ORCHESTRATORS)) test-core test-parity
+.PHONY: run test envs env-base lint fmt bench clean browser test-core test-parity FORCE
+# (pattern targets env-% and test-% cannot be .PHONY: make skips pattern rules for phony targets;
+#  FORCE makes them run every time instead)
 
 run: env-base
 	.venvs/base/bin/quartet run bare
@@ -27,7 +29,7 @@ $(UV):
 env-base: $(UV)
 	UV_PROJECT_ENVIRONMENT=.venvs/base $(UV) sync --frozen --quiet --group dev --group browser
 
-env-%: $(UV)
+env-%: $(UV) FORCE
 	UV_PROJECT_ENVIRONMENT=.venvs/$* $(UV) sync --frozen --quiet --group dev --group $*
 
 envs: env-base $(addprefix env-,$(ORCHESTRATORS))
@@ -44,7 +46,7 @@ test-core: env-base
 	.venvs/base/bin/pytest tests/core
 
 # Each orchestrator's tests run in its own environment; a folder without tests yet is skipped.
-test-%: env-%
+test-%: env-% FORCE
 	@if ls tests/orchestrators/$*/test_*.py >/dev/null 2>&1; then \
 		.venvs/$*/bin/pytest tests/orchestrators/$*; \
 	else echo "no tests for $* yet"; fi
@@ -62,3 +64,5 @@ bench: env-base
 
 clean:
 	rm -rf warehouse .quartet
+
+FORCE:
