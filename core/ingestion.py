@@ -60,15 +60,21 @@ class IngestionConfig:
             year, month = (year + 1, 1) if month == 12 else (year, month + 1)
         return months
 
-    def runtime_env(self) -> dict[str, str]:
-        """dlt's configuration (HTTP retries, workers) as the environment variables dlt reads."""
+    def runtime_env(self, resources: tuple[str, ...] | None = None) -> dict[str, str]:
+        """dlt's configuration (HTTP retries, workers) as the environment variables dlt reads.
+
+        Parallel normalize pays off only for the big time-sliced table (flights, 4 files of 100k
+        rows for the year): a process pool costs 0.5-1 s to start, more than a small resource
+        takes to normalize. Other loads normalize in-process.
+        """
+        workers = self.normalize_workers if resources is None or "flights" in resources else 1
         return {
             "RUNTIME__REQUEST_MAX_ATTEMPTS": str(self.max_attempts),
             "RUNTIME__REQUEST_BACKOFF_FACTOR": str(self.backoff_factor),
             "RUNTIME__REQUEST_MAX_RETRY_DELAY": str(self.max_retry_delay),
             "RUNTIME__REQUEST_TIMEOUT": str(self.request_timeout),
             "EXTRACT__WORKERS": str(self.extract_workers),
-            "NORMALIZE__WORKERS": str(self.normalize_workers),
+            "NORMALIZE__WORKERS": str(workers),
             "DATA_WRITER__DISABLE_COMPRESSION": "true",
             # files of at most 100k rows, so that normalize workers can share a big table
             "DATA_WRITER__FILE_MAX_ITEMS": "100000",

@@ -77,7 +77,7 @@ def ingest(
     """Load ``run_window`` from the API into ``warehouse/<name>.duckdb`` (raw schema)."""
     config = config or load_config()
     pipeline = settings.for_pipeline(name)
-    os.environ.update(config.runtime_env())
+    os.environ.update(config.runtime_env(run_window.resources))
     result = IngestResult(pipeline=name, window=run_window)
     started = time.perf_counter()
     with warehouse.writer_lock(pipeline.warehouse, purpose=f"{name} ingest"):
