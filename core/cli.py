@@ -82,7 +82,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    return _orchestrator_cmd(args.name, "ui", *(["--port", str(args.port)] if args.port else []))
+    flags = ["--port", str(args.port)] if args.port else []
+    if args.as_of:
+        flags += ["--as-of", args.as_of]
+    return _orchestrator_cmd(args.name, "ui", *flags)
 
 
 def cmd_source_api(args: argparse.Namespace) -> int:
@@ -158,6 +161,7 @@ def parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="start an orchestrator's own UI with a finished run to look at")
     ui.add_argument("name", choices=settings.ORCHESTRATORS)
     ui.add_argument("--port", type=int)
+    ui.add_argument("--as-of", help="clock of the finished run to look at (default: the adapter's)")
     ui.set_defaults(func=cmd_ui)
 
     api = sub.add_parser("source-api", help="run the flights source API alone", add_help=False)

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from core import settings
+from tests.conftest import JANUARY
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -35,8 +36,6 @@ CHROMIUM_ARGS = [
 ]
 #: nodes that must be visible on every orchestrator's page (ingestion and dbt alike)
 NODES = ("flights", "weather", "stg_flights", "fct_flights", "carrier_month_performance")
-
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed (make browser)")
 
 
 def free_port() -> int:
@@ -55,7 +54,9 @@ class UI:
 def _airflow(page, match: re.Match) -> None:
     url, password = match.group(1), match.group(2)
     page.goto(f"{url}/dags/quartet_pipeline")
-    page.get_by_text("Sign into Airflow").or_(page.get_by_text("quartet_pipeline")).first.wait_for(timeout=60_000)
+    page.get_by_text("Sign into Airflow").or_(page.get_by_text("quartet_pipeline")).first.wait_for(
+        timeout=60_000
+    )
     if page.get_by_text("Sign into Airflow").count():  # the simple auth manager's login page
         page.get_by_label("Username").fill("admin")
         page.get_by_label("Password").fill(password)
@@ -67,7 +68,9 @@ def _airflow(page, match: re.Match) -> None:
 def _temporal(page, match: re.Match) -> None:
     url = match.group(1).rstrip("/")
     base = re.match(r"(https?://[^/]+)", url).group(1)
-    with urllib.request.urlopen(f"{base}/api/v1/namespaces/default/workflows", timeout=30) as response:
+    with urllib.request.urlopen(
+        f"{base}/api/v1/namespaces/default/workflows", timeout=30
+    ) as response:
         executions = json.load(response)["executions"]
     done = next(
         e for e in executions
@@ -78,7 +81,9 @@ def _temporal(page, match: re.Match) -> None:
 
 
 UIS = {
-    "airflow": UI("airflow", re.compile(r"Airflow UI: (\S+)\s+\(user \w+, password (\S+?)\)"), _airflow),
+    "airflow": UI(
+        "airflow", re.compile(r"Airflow UI: (\S+)\s+\(user \w+, password (\S+?)\)"), _airflow
+    ),
     "temporal": UI("temporal", re.compile(r"Temporal UI: (\S+) \(server"), _temporal),
 }
 
@@ -90,7 +95,17 @@ def running_ui(request, source_api, quartet_home) -> Iterator[Callable[[str], re
 
     def start(name: str) -> re.Match:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "ui", name, "--port", str(free_port())],
+            [
+                sys.executable,
+                "-m",
+                "core.cli",
+                "ui",
+                name,
+                "--port",
+                str(free_port()),
+                "--as-of",
+                JANUARY,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -131,6 +146,7 @@ def running_ui(request, source_api, quartet_home) -> Iterator[Callable[[str], re
 def test_ui_shows_the_pipeline_in_a_real_browser(name, running_ui, tmp_path):
     from playwright.sync_api import sync_playwright
 
+    assert Path(CHROMIUM).exists(), "chromium is not installed: `make browser` installs it"
     match = running_ui(name)
     shots = Path(os.environ.get("QUARTET_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
@@ -142,7 +158,9 @@ def test_ui_shows_the_pipeline_in_a_real_browser(name, running_ui, tmp_path):
             missing = []
             for node in NODES:
                 try:
-                    page.get_by_text(node, exact=False).first.wait_for(state="attached", timeout=60_000)
+                    page.get_by_text(node, exact=False).first.wait_for(
+                        state="attached", timeout=60_000
+                    )
                 except Exception:
                     missing.append(node)
             page.screenshot(path=str(shots / f"ui-{name}.png"), full_page=False)
