@@ -50,8 +50,8 @@ def start_process(argv: list[str]) -> tuple[subprocess.Popen, str]:
     assert proc.stdout is not None
     other = []
     for line in proc.stdout:  # the child prints its URL once it listens
-        if line.startswith("SOURCE_API_URL="):
-            return proc, line.strip().split("=", 1)[1]
+        if "SOURCE_API_URL=" in line:  # (anything before it on the line is noise)
+            return proc, line.strip().split("SOURCE_API_URL=", 1)[1]
         other.append(line.rstrip())
     raise RuntimeError(f"the source API did not start (exit code {proc.wait()}): {other[-5:]}")
 
