@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ui = sub.add_parser("ui", help="dagster dev on 127.0.0.1 (default port 3000)")
     ui.add_argument("--port", type=int)
+    ui.add_argument("--as-of", default="2013-01-31", help="clock of the first run, if none yet")
     lin = sub.add_parser("lineage", help="the asset graph Dagster declares, as canonical ids")
     fmt = lin.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return commands.run(as_of=args.as_of, partitions=args.partition)
     if args.command == "ui":
-        return commands.ui(args.port)
+        return commands.ui(args.port, as_of=args.as_of)
     return commands.lineage("json" if args.json else "mermaid" if args.mermaid else "text")
 
 

@@ -132,7 +132,7 @@ def free_port(preferred: int | None = None) -> int:
         return sock.getsockname()[1]
 
 
-def ui(port: int | None = None) -> int:
+def ui(port: int | None = None, as_of: str = "2013-01-31") -> int:
     """``dagster dev`` on 127.0.0.1 with the pipeline loaded and at least one finished run."""
     import dagster as dg
 
@@ -146,8 +146,8 @@ def ui(port: int | None = None) -> int:
         with dg.DagsterInstance.get() as instance:
             has_run = bool(instance.get_runs(limit=1))
         if not has_run:
-            print("[dagster] no run yet: running January 2013 first, to have one to look at")
-            execute(as_of="2013-01-31")
+            print(f"[dagster] no run yet: running as of {as_of} first, to have one to look at")
+            execute(as_of=as_of)
         os.environ["QUARTET_DAGSTER_URL"] = f"http://127.0.0.1:{port}"
         command = [
             str(Path(sys.executable).parent / "dagster"),

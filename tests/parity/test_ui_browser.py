@@ -65,6 +65,34 @@ def _airflow(page, match: re.Match) -> None:
     page.goto(f"{url}/dags/quartet_pipeline/tasks")  # every task of the DAG, ingestion and dbt
 
 
+def _goto_when_served(page, url: str, timeout: float = 300) -> None:
+    """Some UIs announce their address before their server answers: retry until it does."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            page.goto(url)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
+def _dagster(page, match: re.Match) -> None:
+    # the asset graph upstream of a mart: raw (dlt) -> staging -> intermediate -> marts (dbt)
+    url = match.group(1).rstrip("/")
+    _goto_when_served(
+        page,
+        f"{url}/assets/marts/carrier_month_performance?view=lineage&lineageScope=upstream&lineageDepth=10",
+    )
+    page.wait_for_timeout(3000)
+    skip = page.get_by_role("button", name="Skip")  # the community dialog of a fresh instance
+    if skip.count():
+        skip.click()
+
+
 def _temporal(page, match: re.Match) -> None:
     url = match.group(1).rstrip("/")
     base = re.match(r"(https?://[^/]+)", url).group(1)
@@ -81,6 +109,7 @@ def _temporal(page, match: re.Match) -> None:
 
 
 UIS = {
+    "dagster": UI("dagster", re.compile(r"\[dagster\] UI: (\S+)"), _dagster),
     "airflow": UI(
         "airflow", re.compile(r"Airflow UI: (\S+)\s+\(user \w+, password (\S+?)\)"), _airflow
     ),
