@@ -113,7 +113,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     configure()
     # SIGTERM (e.g. from a test or a process manager) cleans up like Ctrl-C.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with prefect_server(port) as api_url:
         os.environ["PREFECT_API_URL"] = api_url
         os.environ["PREFECT_UI_URL"] = api_url.removesuffix("/api")

@@ -88,6 +88,8 @@ def ui(tmp_path: Path):
             proc.wait()
         api_proc.terminate()
         api_proc.wait(timeout=10)
+    with socket.socket() as sock:  # the Prefect server the ui started has stopped with it
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 def test_ui_serves_pipeline_and_new_data_triggers_a_run(ui) -> None:
