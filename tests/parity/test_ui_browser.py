@@ -93,6 +93,11 @@ def _dagster(page, match: re.Match) -> None:
         skip.click()
 
 
+def _prefect(page, match: re.Match) -> None:
+    # every task run of the finished flow runs: one per dlt resource, one per dbt node
+    page.goto(f"{match.group(1).rstrip('/')}/runs?tab=task-runs")
+
+
 def _temporal(page, match: re.Match) -> None:
     url = match.group(1).rstrip("/")
     base = re.match(r"(https?://[^/]+)", url).group(1)
@@ -112,6 +117,9 @@ UIS = {
     "dagster": UI("dagster", re.compile(r"\[dagster\] UI: (\S+)"), _dagster),
     "airflow": UI(
         "airflow", re.compile(r"Airflow UI: (\S+)\s+\(user \w+, password (\S+?)\)"), _airflow
+    ),
+    "prefect": UI(
+        "prefect", re.compile(r"Prefect UI: (\S+).*serving the deployments", re.DOTALL), _prefect
     ),
     "temporal": UI("temporal", re.compile(r"Temporal UI: (\S+) \(server"), _temporal),
 }
@@ -149,7 +157,7 @@ def running_ui(request, source_api, quartet_home) -> Iterator[Callable[[str], re
         def read() -> None:
             for line in proc.stdout:
                 lines.append(line)
-                match = UIS[name].banner.search(line)
+                match = UIS[name].banner.search("".join(lines))
                 if match and not found:
                     found.append(match)
                     ready.set()
