@@ -1,5 +1,5 @@
 # Quartet - the two commands a newcomer needs:
-#   make run    set everything up, then run the pipeline end to end, offline, into warehouse/
+#   make run    set everything up, then run the pipeline end to end under Dagster, offline
 #   make test   set everything up, then run the whole test suite (what CI runs)
 # Everything else is a building block of those two.
 
@@ -15,8 +15,9 @@ export UV_COMPILE_BYTECODE := 1
 # (pattern targets env-% and test-% cannot be .PHONY: make skips pattern rules for phony targets;
 #  FORCE makes them run every time instead)
 
-run: env-base
-	.venvs/base/bin/quartet run bare
+# the default orchestrator's end-to-end run (Dagster); `quartet run bare|airflow|prefect|temporal|all` for the others
+run: env-base env-dagster
+	.venvs/base/bin/quartet run dagster
 
 test: envs lint test-core $(addprefix test-,$(ORCHESTRATORS)) test-parity
 
