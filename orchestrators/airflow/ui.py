@@ -11,27 +11,18 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from core.net import free_port
 from core.source_api import running_source_api
 from orchestrators.airflow import PIPELINE_DAG, environment
 
 USER = "admin"
 SERVICES = ("dag-processor", "scheduler", "api-server")
-
-
-def free_port(preferred: int | None = None) -> int:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", preferred or 0))
-        except OSError:
-            sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _secret(home: Path, name: str) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from core import settings
 from core.ingestion import ConfigError, parse_date
+from core.net import free_port
 from core.source_api import SourceAPIConfig, running_source_api
 
 DEFAULT_PORT = 3000
@@ -121,15 +121,6 @@ def run(as_of: str | None = None, partitions: Sequence[str] = ()) -> int:
             print(f"[dagster] run {result.run_id} ({label}) succeeded", flush=True)
     print(f"[dagster] warehouse: {settings.for_pipeline('dagster').warehouse}", flush=True)
     return 0
-
-
-def free_port(preferred: int | None = None) -> int:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", preferred or 0))
-        except OSError:
-            sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ui(port: int | None = None, as_of: str = "2013-01-31") -> int:

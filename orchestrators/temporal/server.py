@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core import settings
+from core.net import free_port
 from orchestrators.temporal import PIPELINE
 
 ADDRESS_ENV = "TEMPORAL_ADDRESS"
@@ -34,17 +35,6 @@ def home() -> Path:
     path = settings.state_dir() / PIPELINE / "home"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def free_port(preferred: int | None = None) -> int:
-    for port in (preferred, 0) if preferred else (0,):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return sock.getsockname()[1]
-    raise RuntimeError("no free port on 127.0.0.1")
 
 
 @dataclass

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from core import settings
+from core.net import free_port
 from tests.conftest import JANUARY
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -36,12 +36,6 @@ CHROMIUM_ARGS = [
 ]
 #: nodes that must be visible on every orchestrator's page (ingestion and dbt alike)
 NODES = ("flights", "weather", "stg_flights", "fct_flights", "carrier_month_performance")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
