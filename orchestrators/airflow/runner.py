@@ -23,7 +23,9 @@ def load_dag(dag_id: str = PIPELINE_DAG):
     bag = DagBag(dag_folder=str(DAGS_FOLDER))
     if bag.import_errors:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")
-    return bag.get_dag(dag_id)
+    if dag_id not in bag.dags:
+        raise RuntimeError(f"no DAG {dag_id!r} in {DAGS_FOLDER} (found {sorted(bag.dags)})")
+    return bag.dags[dag_id]  # (not bag.get_dag: that asks the metadata DB, which may not exist yet)
 
 
 def run_once(dag, *, as_of: str | None = None, partition: str | None = None, logical_date=None):
