@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 export UV_PYTHON_DOWNLOADS := never
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: run test envs env-base lint fmt bench clean browser test-core test-parity FORCE
+.PHONY: run test envs env-base lint fmt bench clean browser postgres test-core test-parity FORCE
 # (pattern targets env-% and test-% cannot be .PHONY: make skips pattern rules for phony targets;
 #  FORCE makes them run every time instead)
 
@@ -19,7 +19,7 @@ export UV_COMPILE_BYTECODE := 1
 run: env-base env-dagster
 	.venvs/base/bin/quartet run dagster
 
-test: envs lint test-core $(addprefix test-,$(ORCHESTRATORS)) test-parity
+test: envs postgres lint test-core $(addprefix test-,$(ORCHESTRATORS)) test-parity
 
 # uv itself, in a private tools venv (a fresh machine has nothing but Python).
 $(UV):
@@ -55,6 +55,11 @@ test-%: env-% FORCE
 # The real-browser UI tests drive Debian's chromium (headless); installed here when missing.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+# PostgreSQL (core/postgres.py's local server when no Docker engine answers): Debian's package,
+# installed here when its binaries are missing.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || { apt-get update -qq && { apt-get install -y -qq postgresql-15 >/dev/null || apt-get install -y -qq postgresql >/dev/null; }; }
 
 test-parity: envs browser
 	@if ls tests/parity/test_*.py >/dev/null 2>&1; then .venvs/base/bin/pytest tests/parity; \
