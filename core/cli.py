@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -40,6 +41,8 @@ def _run_flags(args: argparse.Namespace) -> list[str]:
         flags += ["--as-of", args.as_of]
     for partition in args.partition or []:
         flags += ["--partition", partition]
+    if getattr(args, "deployed", False):
+        flags.append("--deployed")
     return flags
 
 
@@ -48,10 +51,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         from core import pipeline
         from core.dbt import DbtBuildError
         from core.ingestion import ConfigError
+        from core.kit import validate
         from core.warehouse import WarehouseBusyError
 
+        if args.deployed:
+            print(
+                "quartet run bare: bare has no deployed mode (it is the plain run)", file=sys.stderr
+            )
+            return EXIT_USAGE
         try:
-            pipeline.run("bare", as_of=args.as_of, partitions=args.partition)
+            request = validate("bare", args.as_of, args.partition)
+        except ConfigError as exc:
+            print(f"quartet run bare: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            pipeline.run("bare", as_of=request.as_of, partitions=list(request.partitions) or None)
         except (ConfigError, pipeline.IngestionError, DbtBuildError, WarehouseBusyError) as exc:
             print(f"quartet run bare failed: {exc}", file=sys.stderr)
             return EXIT_FAILED
@@ -88,10 +102,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return _orchestrator_cmd(args.name, "ui", *flags)
 
 
-def cmd_source_api(args: argparse.Namespace) -> int:
-    from core.source_api.__main__ import main
-
-    return main(args.rest)
+def cmd_deployed(args: argparse.Namespace) -> int:
+    """``quartet up|down|status <name>``: the orchestrator's deployed-mode services."""
+    return _orchestrator_cmd(
+        args.name, args.command, *(["--json"] if getattr(args, "json", False) else [])
+    )
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
@@ -156,6 +171,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("name", choices=[*settings.PIPELINE_NAMES, "all"])
     run.add_argument("--as-of", help="the source API's clock for this run (YYYY-MM-DD)")
     run.add_argument("--partition", action="append", help="a month YYYY-MM (repeatable)")
+    run.add_argument(
+        "--deployed", action="store_true", help="submit to the services `quartet up` started"
+    )
     run.set_defaults(func=cmd_run)
 
     ui = sub.add_parser("ui", help="start an orchestrator's own UI with a finished run to look at")
@@ -164,9 +182,19 @@ def parser() -> argparse.ArgumentParser:
     ui.add_argument("--as-of", help="clock of the finished run to look at (default: the adapter's)")
     ui.set_defaults(func=cmd_ui)
 
-    api = sub.add_parser("source-api", help="run the flights source API alone", add_help=False)
-    api.add_argument("rest", nargs=argparse.REMAINDER)
-    api.set_defaults(func=cmd_source_api)
+    # (its flags are the source API's own: main() hands them over before this parser runs)
+    sub.add_parser("source-api", help="run the flights source API alone (--help for its flags)")
+
+    for verb, text in (
+        ("up", "start an orchestrator's deployed-mode services (returns when all are healthy)"),
+        ("down", "stop every deployed-mode service `quartet up` started"),
+        ("status", "the deployed-mode services: pid, URL, healthy or not"),
+    ):
+        deployed = sub.add_parser(verb, help=text)
+        deployed.add_argument("name", choices=settings.ORCHESTRATORS)
+        if verb == "status":
+            deployed.add_argument("--json", action="store_true")
+        deployed.set_defaults(func=cmd_deployed)
 
     fp = sub.add_parser("fingerprint", help="fingerprint one warehouse file")
     fp.add_argument("path")
@@ -198,10 +226,29 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["source-api"]:
+        from core.source_api.__main__ import main as source_api_main
+
+        return source_api_main(argv[1:])
     args = parser().parse_args(argv)
-    return args.func(args)
+    # SIGTERM stops like Ctrl-C: every `with` unwinds, so the source API child stops too
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"quartet {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `quartet fingerprint X | head -1`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ def _invoke(args: list[str], callbacks: list[Callable] | None = None):
     return dbtRunner(callbacks=callbacks or []).invoke(args)
 
 
-def _release_warehouse() -> None:
+def release_warehouse() -> None:
     """Close the DuckDB database dbt-duckdb keeps open for the life of the process.
 
     Without this, the warehouse stays open in this process after the build: other connections
@@ -122,7 +122,7 @@ def load_manifest() -> dict:
     return json.loads(prepare_manifest().read_text())
 
 
-def _seed_partial_parse(target_dir: Path) -> None:
+def seed_partial_parse(target_dir: Path) -> None:
     """Start a run's target dir from the prepared parse, so dbt does not parse from scratch."""
     prepared = settings.manifest_path().parent / "partial_parse.msgpack"
     mine = target_dir / "partial_parse.msgpack"
@@ -144,7 +144,7 @@ def build(
     from dbt.contracts.results import RunStatus, TestStatus
 
     prepare_manifest()
-    _seed_partial_parse(pipeline.dbt_target_dir)
+    seed_partial_parse(pipeline.dbt_target_dir)
     os.environ[settings.WAREHOUSE_ENV] = str(pipeline.warehouse)
     args = ["build", "--quiet", *_base_args(pipeline.dbt_target_dir, pipeline.dbt_log_dir)]
     if select:
@@ -188,18 +188,47 @@ def build(
     try:
         result = _invoke(args, [callback])
     finally:
-        _release_warehouse()
+        release_warehouse()
     build_result = BuildResult(nodes=nodes, seconds=time.perf_counter() - started)
     failed_states = {RunStatus.Error, TestStatus.Fail, TestStatus.Error, RunStatus.Skipped}
     failures = [n for n in nodes if n.status in failed_states]
     if result.exception is not None:
         raise DbtBuildError(f"dbt build could not run: {result.exception}", failures)
     if not result.success or any(n.status != RunStatus.Skipped for n in failures):
-        broken = [n for n in failures if n.status != RunStatus.Skipped]
-        skipped = [n.name for n in failures if n.status == RunStatus.Skipped]
-        lines = [f"{n.resource_type} {n.name}: {n.status} - {n.message}" for n in broken]
-        message = "dbt build failed:\n  " + "\n  ".join(lines or ["(see dbt logs)"])
-        if skipped:
-            message += f"\n  skipped downstream (left as they were): {', '.join(sorted(skipped))}"
-        raise DbtBuildError(message, failures)
+        raise DbtBuildError(failure_report(failures), failures)
     return build_result
+
+
+def failure_report(
+    failures: Sequence[NodeResult], where: str = "see the dbt logs", *, verb: str = "dbt build"
+) -> str:
+    """The one wording of a failed dbt build: what broke (with dbt's message), what it skipped.
+
+    Every adapter reports dbt failures through this, whatever its orchestrator hands back
+    (dbt's run_results, node events, activity errors).
+    """
+    skipped_states = {"skipped"}
+    broken = [n for n in failures if str(n.status) not in skipped_states]
+    skipped = sorted(n.name for n in failures if str(n.status) in skipped_states)
+    lines = [f"{n.resource_type} {n.name}: {n.status} - {n.message.strip()}" for n in broken]
+    message = f"{verb} failed:\n  " + "\n  ".join(lines or [f"({where})"])
+    if skipped:
+        message += f"\n  skipped downstream (left as they were): {', '.join(skipped)}"
+    return message
+
+
+def failures_from_run_results(run_results: dict) -> list[NodeResult]:
+    """dbt's run_results.json (what dbt-driven integrations hand back) as NodeResults."""
+    failed = {"fail", "error", "runtime error", "skipped"}
+    return [
+        NodeResult(
+            unique_id=r["unique_id"],
+            name=r["unique_id"].split(".")[2],
+            resource_type=r["unique_id"].split(".")[0],
+            status=r["status"],
+            seconds=float(r.get("execution_time") or 0.0),
+            message=r.get("message") or "",
+        )
+        for r in run_results.get("results", [])
+        if r["status"] in failed
+    ]

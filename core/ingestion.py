@@ -30,6 +30,30 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class OrchestrationPolicy:
+    """The [orchestration] section: retries, schedule and poll intervals every adapter reads."""
+
+    unit_retries: int = 2
+    retry_delay_seconds: float = 2.0
+    retry_backoff: float = 2.0
+    max_retry_delay_seconds: float = 30.0
+    schedule: str = "0 0 1 * *"
+    source_poll_seconds: float = 60.0
+    heartbeat_seconds: float = 30.0
+    follow_poll_seconds: float = 1.0
+    healthy_timeout_seconds: float = 180.0
+
+    def retry_delays(self) -> list[float]:
+        """The wait before each retry of a unit (exponential, capped)."""
+        return [
+            min(
+                self.retry_delay_seconds * self.retry_backoff**attempt, self.max_retry_delay_seconds
+            )
+            for attempt in range(self.unit_retries)
+        ]
+
+
+@dataclass(frozen=True)
 class IngestionConfig:
     resources: tuple[str, ...]
     reference_resources: tuple[str, ...]
@@ -48,6 +72,7 @@ class IngestionConfig:
     fault_rate: float
     fault_seed: int
     scale: int
+    orchestration: OrchestrationPolicy = field(default_factory=lambda: OrchestrationPolicy())
     path: Path = field(default=settings.INGESTION_CONFIG, compare=False)
 
     def partitions(self) -> list[str]:
@@ -147,9 +172,25 @@ def load_config(path: Path | None = None) -> IngestionConfig:
         fault_rate=get("faults", "rate", float),
         fault_seed=get("faults", "seed", int),
         scale=get("scale", "factor", int),
+        orchestration=OrchestrationPolicy(
+            **{
+                name: get("orchestration", name, type(default))
+                for name, default in vars(OrchestrationPolicy()).items()
+            }
+        ),
         path=path,
     )
     config.partitions()  # validates the partition range
+    policy = config.orchestration
+    for name, value in vars(policy).items():
+        if isinstance(value, int | float) and (
+            value < 0 or (value == 0 and name != "unit_retries")
+        ):
+            raise ConfigError(f"ingestion config {path}: [orchestration] {name} must be positive")
+    if len(policy.schedule.split()) != 5:
+        raise ConfigError(
+            f"ingestion config {path}: [orchestration] schedule must be a 5-field cron, got {policy.schedule!r}"
+        )
     if not 1 <= config.page_size <= 50_000:
         raise ConfigError(f"ingestion config {path}: [performance] page_size must be 1..50000")
     return config

@@ -14,6 +14,7 @@ activity names) onto them and exports a :class:`Graph`.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from core import settings
@@ -56,6 +57,24 @@ class Graph:
                     f"tests of {node}: missing {sorted(a - b)}, unexpected {sorted(b - a)}"
                 )
         return problems
+
+    def parents(self, node: str) -> set[str]:
+        return {a for a, b in self.edges if b == node}
+
+    def order(self, nodes: Iterable[str] | None = None) -> list[str]:
+        """``nodes`` (default: all) in dependency order, ties by name; raises on a cycle."""
+        remaining = set(self.nodes if nodes is None else nodes)
+        parents = {n: self.parents(n) & remaining for n in remaining}
+        done: set[str] = set()
+        order: list[str] = []
+        while remaining:
+            ready = sorted(n for n in remaining if parents[n] <= done)
+            if not ready:
+                raise ValueError(f"the graph has a cycle among {sorted(remaining)}")
+            order += ready
+            done |= set(ready)
+            remaining -= set(ready)
+        return order
 
     def to_mermaid(self, title: str | None = None) -> str:
         layers: dict[str, list[str]] = {}

@@ -26,6 +26,10 @@ WAREHOUSE_ENV = "QUARTET_WAREHOUSE"
 SOURCE_API_URL_ENV = "SOURCE_API_URL"
 SOURCE_API_TOKEN_ENV = "SOURCE_API_TOKEN"
 ALERT_WEBHOOK_ENV = "ALERT_WEBHOOK_URL"
+#: a PostgreSQL warehouse (postgresql://user:pass@host:port/db) instead of warehouse/<name>.duckdb
+WAREHOUSE_URL_ENV = "QUARTET_WAREHOUSE_URL"
+#: dbt target chosen by transform/profiles.yml (duckdb or postgres), set by :func:`for_pipeline`
+DBT_TARGET_ENV = "QUARTET_DBT_TARGET"
 
 #: token of the API that Quartet starts itself when SOURCE_API_URL is unset (a local dev secret)
 DEV_API_TOKEN = "quartet-dev-token"
@@ -71,10 +75,42 @@ class PipelineSettings:
     pipelines_dir: Path
     dbt_target_dir: Path
     dbt_log_dir: Path
+    #: the PostgreSQL warehouse of this run (QUARTET_WAREHOUSE_URL), None for DuckDB
+    warehouse_url: str | None = None
 
     @property
     def pipeline_name(self) -> str:
         return f"quartet_{self.name}"
+
+    @property
+    def location(self) -> str | Path:
+        """Where the warehouse is: its PostgreSQL URL, else the DuckDB file."""
+        return self.warehouse_url or self.warehouse
+
+
+def warehouse_url() -> str | None:
+    """The PostgreSQL warehouse URL (QUARTET_WAREHOUSE_URL), or None: DuckDB files."""
+    return os.environ.get(WAREHOUSE_URL_ENV) or None
+
+
+def export_dbt_target(url: str | None) -> None:
+    """Point transform/profiles.yml at ``url`` (its postgres target) or at DuckDB (None)."""
+    if not url:
+        os.environ[DBT_TARGET_ENV] = "duckdb"
+        return
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    os.environ.update(
+        {
+            DBT_TARGET_ENV: "postgres",
+            "QUARTET_PG_HOST": parts.hostname or "127.0.0.1",
+            "QUARTET_PG_PORT": str(parts.port or 5432),
+            "QUARTET_PG_USER": unquote(parts.username or "postgres"),
+            "QUARTET_PG_PASSWORD": unquote(parts.password or ""),
+            "QUARTET_PG_DBNAME": parts.path.lstrip("/") or "postgres",
+        }
+    )
 
 
 def for_pipeline(name: str, *, export: bool = True) -> PipelineSettings:
@@ -89,15 +125,36 @@ def for_pipeline(name: str, *, export: bool = True) -> PipelineSettings:
         pipelines_dir=root / "dlt",
         dbt_target_dir=root / "dbt" / "target",
         dbt_log_dir=root / "dbt" / "logs",
+        warehouse_url=warehouse_url(),
     )
     if export:
         os.environ[WAREHOUSE_ENV] = str(warehouse)
+        export_dbt_target(settings.warehouse_url)
     return settings
 
 
 def manifest_path() -> Path:
     """The prepared dbt manifest every run and every orchestrator reuses."""
     return state_dir() / "dbt-manifest" / "manifest.json"
+
+
+def orchestrator_dir(name: str) -> Path:
+    """Everything one orchestrator generates: ``.quartet/<name>/`` (home, logs, service state)."""
+    return state_dir() / name
+
+
+def orchestrator_home(name: str) -> Path:
+    """The orchestrator's own home (DAGSTER_HOME, AIRFLOW_HOME, PREFECT_HOME, Temporal's db)."""
+    path = orchestrator_dir(name) / "home"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def log_dir(name: str) -> Path:
+    """Where an orchestrator's detailed logs and its services' logs go."""
+    path = orchestrator_dir(name) / "logs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def venv_python(name: str) -> Path:

@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 
 from core import settings
-
-#: the window most tests use: all resources, the API clock at the end of January 2013
-JANUARY = "2013-01-31"
+from tests.helpers import JANUARY
 
 
 @dataclass(frozen=True)

@@ -69,3 +69,68 @@ def test_no_generated_state_is_tracked():
         or "/target/" in p or p.startswith(("warehouse/", ".quartet/"))
     ]  # fmt: skip
     assert generated == []
+
+
+def private_imports(tree: ast.AST, own_package: str) -> list[str]:
+    """``from pkg.mod import _name`` / ``pkg.mod._name`` where pkg is not the importer's package."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            package = node.module.split(".")[0]
+            private_module = any(
+                part.startswith("_") and part != "__main__" for part in node.module.split(".")
+            )
+            for alias in node.names:
+                if (
+                    package in ("core", "orchestrators")
+                    and node.module.split(".")[:2] != own_package.split(".")[:2]
+                ) and (alias.name.startswith("_") or private_module):
+                    found.append(f"{node.module}.{alias.name}")
+        elif (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            base = node.value
+            chain = []
+            while isinstance(base, ast.Attribute):
+                chain.append(base.attr)
+                base = base.value
+            if (
+                isinstance(base, ast.Name)
+                and base.id in ("dbt", "pipeline", "settings", "lineage", "warehouse", "kit")
+                and own_package.startswith("orchestrators")
+            ):
+                found.append(f"{base.id}.{node.attr}")
+    return found
+
+
+def _package_of(path) -> str:
+    parts = path.relative_to(settings.REPO_ROOT).with_suffix("").parts
+    return ".".join(parts[:2]) if parts[0] == "orchestrators" else parts[0]
+
+
+def test_no_private_import_across_packages():
+    offenders = {}
+    for root in ("core", "orchestrators"):
+        for path in sorted((settings.REPO_ROOT / root).rglob("*.py")):
+            bad = private_imports(ast.parse(path.read_text()), _package_of(path))
+            if bad:
+                offenders[str(path.relative_to(settings.REPO_ROOT))] = bad
+    assert offenders == {}
+
+
+def test_the_private_import_check_catches_one():
+    tree = ast.parse(
+        "from core.dbt import _release_warehouse\nfrom core import dbt\ndbt._seed_partial_parse(x)\n"
+    )
+    assert private_imports(tree, "orchestrators.airflow") == [
+        "core.dbt._release_warehouse",
+        "dbt._seed_partial_parse",
+    ]
+    assert (
+        private_imports(
+            ast.parse("from orchestrators.airflow.tasks import _window\n"), "orchestrators.airflow"
+        )
+        == []
+    )

@@ -1,0 +1,123 @@
+"""What every orchestrator's tests share: fresh warehouses, an own source API, same-as-bare checks.
+
+Import from any test environment (core is installed in each orchestrator's venv)::
+
+    from tests.helpers import JANUARY, assert_same_as_bare, fresh_warehouse, own_source_api
+
+Counts come from the canonical graph (dlt schema + dbt manifest), never from literals, so a new
+model or test changes what the tests expect without editing them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from core import settings
+
+#: the window most tests use: all resources, the API clock at the end of January 2013
+JANUARY = "2013-01-31"
+JANUARY_PARTITION = "2013-01"
+
+
+def fresh_warehouse(name: str) -> Path:
+    """Remove ``warehouse/<name>.duckdb`` and the dlt working state of ``name``; return the path.
+
+    dlt restores its state from the warehouse, and its working folder may hold a package a
+    killed run left: starting over means both go.
+    """
+    pipeline = settings.for_pipeline(name, export=False)
+    for path in (
+        pipeline.warehouse,
+        pipeline.warehouse.with_name(pipeline.warehouse.name + ".wal"),
+    ):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(pipeline.pipelines_dir, ignore_errors=True)
+    return pipeline.warehouse
+
+
+@contextlib.contextmanager
+def own_source_api(**config) -> Iterator[tuple[str, str]]:
+    """A source API of this test only (faults, malformed data, its own clock): ``(url, token)``.
+
+    SOURCE_API_URL/TOKEN point at it for the duration and are restored afterwards.
+    """
+    from core.source_api import SourceAPIConfig, running_source_api
+
+    saved = {k: os.environ.pop(k, None) for k in (settings.SOURCE_API_URL_ENV,)}
+    try:
+        with running_source_api(SourceAPIConfig(**config)) as api:
+            yield api
+    finally:
+        for key, value in saved.items():
+            if value is not None:
+                os.environ[key] = value
+
+
+def assert_same_as_bare(warehouse: Path | str, bare) -> None:
+    """The warehouse's fingerprint equals ``bare`` (a Fingerprint); the message shows the rows."""
+    from core.fingerprint import describe_diffs, diff, fingerprint
+
+    mine = fingerprint(warehouse)
+    differences = diff(bare, mine)
+    assert not differences, describe_diffs(str(bare.path), str(warehouse), differences)
+
+
+def table_rows(warehouse: Path | str, sql: str) -> list[tuple]:
+    import duckdb
+
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def months_loaded(warehouse: Path | str) -> list[str]:
+    """The months (YYYY-MM) that raw.flights holds, in order."""
+    rows = table_rows(
+        warehouse,
+        "select distinct strftime(make_date(year, month, 1), '%Y-%m') from raw.flights order by 1",
+    )
+    return [r[0] for r in rows]
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What one pipeline run consists of, from the canonical graph."""
+
+    resources: tuple[str, ...]
+    models: tuple[str, ...]
+    tests: int
+
+    @property
+    def units(self) -> int:
+        return len(self.resources) + len(self.models)
+
+
+def expected() -> Expected:
+    from core import lineage
+
+    graph = lineage.canonical()
+    return Expected(
+        resources=tuple(n.split(".", 1)[1] for n, layer in graph.nodes.items() if layer == "raw"),
+        models=tuple(n for n, layer in graph.nodes.items() if layer != "raw"),
+        tests=sum(len(t) for t in graph.tests.values()),
+    )
+
+
+def quartet(
+    *args: str, timeout: float = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """``quartet ARGS`` as a user runs it (its own process), output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "core.cli", *args],
+        cwd=settings.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
