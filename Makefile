@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 export UV_PYTHON_DOWNLOADS := never
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: run test envs env-base lint fmt bench clean browser postgres test-core test-parity FORCE
+.PHONY: run test test-fast leftovers envs env-base lint fmt bench clean browser postgres test-core test-parity FORCE
 # (pattern targets env-% and test-% cannot be .PHONY: make skips pattern rules for phony targets;
 #  FORCE makes them run every time instead)
 
@@ -19,7 +19,23 @@ export UV_COMPILE_BYTECODE := 1
 run: env-base env-dagster
 	.venvs/base/bin/quartet run dagster
 
-test: envs postgres lint test-core $(addprefix test-,$(ORCHESTRATORS)) test-parity
+test: envs postgres lint test-fast test-core $(addprefix test-,$(ORCHESTRATORS)) test-parity leftovers
+
+# The fast tier (under 3 minutes): the kit, config and hygiene in core, and each orchestrator's
+# definitions (they load, declare the canonical lineage; Temporal's workflow logic with mocked
+# activities in its time-skipping environment). `make test` runs it first, then everything else.
+FAST_CORE := tests/core/test_kit.py tests/core/test_config_and_cli.py tests/core/test_hygiene.py
+test-fast: envs
+	.venvs/base/bin/pytest -q $(FAST_CORE)
+	@for o in $(ORCHESTRATORS); do \
+		if [ -f tests/orchestrators/$$o/test_definitions.py ]; then \
+			.venvs/$$o/bin/pytest -q tests/orchestrators/$$o/test_definitions.py || exit 1; \
+		fi; \
+	done
+
+# Every process the suite started must be gone when it ends (servers, workers, source APIs).
+leftovers: env-base
+	.venvs/base/bin/python -m tests.leftovers
 
 # uv itself, in a private tools venv (a fresh machine has nothing but Python).
 $(UV):
@@ -44,12 +60,12 @@ fmt: env-base
 	.venvs/base/bin/ruff format .
 
 test-core: env-base
-	.venvs/base/bin/pytest tests/core
+	.venvs/base/bin/pytest tests/core $(addprefix --ignore=,$(FAST_CORE))
 
 # Each orchestrator's tests run in its own environment; a folder without tests yet is skipped.
 test-%: env-% FORCE
 	@if ls tests/orchestrators/$*/test_*.py >/dev/null 2>&1; then \
-		.venvs/$*/bin/pytest tests/orchestrators/$*; \
+		.venvs/$*/bin/pytest tests/orchestrators/$* --ignore=tests/orchestrators/$*/test_definitions.py; \
 	else echo "no tests for $* yet"; fi
 
 # The real-browser UI tests drive Debian's chromium (headless); installed here when missing.
