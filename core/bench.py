@@ -132,7 +132,7 @@ def run_reference() -> tuple[float, dict[str, int]]:
     target = settings.state_dir() / "bench" / "target"
     os.environ[settings.WAREHOUSE_ENV] = str(path)
     result = dbt._invoke(["compile", "--quiet", *dbt._base_args(target, target / "logs")])
-    dbt._release_warehouse()
+    dbt.release_warehouse()
     if not result.success:
         raise RuntimeError(f"dbt compile failed: {result.exception}")
     compiled = json.loads((target / "manifest.json").read_text())["nodes"]

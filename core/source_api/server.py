@@ -9,6 +9,9 @@ Endpoints (all JSON; every ``/v1`` endpoint needs ``Authorization: Bearer <token
   publication order (``updated_at``, ``id``, ``revision``); ``updated_since`` inclusive,
   ``updated_until`` exclusive, ``as_of`` can only narrow the server clock. Response
   ``{"data": [...], "next_cursor": "..." | null}``: dlt's ``JSONResponseCursorPaginator``.
+  With ``Accept: application/x-ndjson`` the body is one record per line (no envelope, parsed
+  straight into Arrow by the pipeline) and the next cursor is the ``Next-Cursor`` header (dlt's
+  ``HeaderCursorPaginator``); JSON responses carry the header too.
 * ``POST /v1/clock`` ``{"as_of": "2013-07-31"}`` - move the clock ("new data has arrived").
 
 Errors: 401 without a valid token, 404 for an unknown path or resource, 400 naming the bad
@@ -32,7 +35,9 @@ from core.source_api.data import RESOURCES, Table, load
 from core.source_api.faults import FaultPlan
 
 DEFAULT_LIMIT = 1000
-MAX_LIMIT = 50_000
+MAX_LIMIT = 100_000
+#: media type of the record-per-line format (``Accept: application/x-ndjson``)
+NDJSON = "application/x-ndjson"
 MALFORM_KINDS = ("wrong_type", "missing_key", "bad_value")
 
 
@@ -151,7 +156,17 @@ class SourceAPI:
         }
 
     # -- pages ---------------------------------------------------------------------------------
-    def page(self, resource: str, query: dict[str, str]) -> bytes:
+    def page(self, resource: str, query: dict[str, str], *, ndjson: bool = False) -> bytes:
+        """One page as the JSON document ``{"data": [...], "next_cursor": ...}``."""
+        return self.page_with_cursor(resource, query, ndjson=ndjson)[0]
+
+    def page_with_cursor(
+        self, resource: str, query: dict[str, str], *, ndjson: bool = False
+    ) -> tuple[bytes, str | None]:
+        """One page and the cursor of the next (None on the last page).
+
+        With ``ndjson`` the body is the records alone, one JSON document per line
+        (``application/x-ndjson``); the cursor then travels in the ``Next-Cursor`` header."""
         unknown = set(query) - {"updated_since", "updated_until", "as_of", "limit", "cursor"}
         if unknown:
             name = sorted(unknown)[0]
@@ -187,16 +202,22 @@ class SourceAPI:
                 ) from None
             lo = max(lo, cursor)
         end = min(hi, lo + limit)
-        docs = table.docs[lo:end]
+        separator = "\n" if ndjson else ","
         rule = self.malformed.get(resource)
         if rule:
             kind, day = rule
             docs = [
                 malform(doc, kind) if table.updated_at[lo + i].startswith(day) else doc
-                for i, doc in enumerate(docs)
+                for i, doc in enumerate(table.docs(lo, end))
             ]
-        next_cursor = f'"{end}"' if end < hi else "null"
-        return b'{"data":[' + b",".join(docs) + b'],"next_cursor":' + next_cursor.encode() + b"}"
+            body = separator.encode().join(docs)
+        else:
+            body = table.joined(lo, end, separator)
+        next_cursor = str(end) if end < hi else None
+        if ndjson:
+            return (body + b"\n" if body else body), next_cursor
+        cursor_json = f'"{next_cursor}"' if next_cursor else "null"
+        return b'{"data":[' + body + b'],"next_cursor":' + cursor_json.encode() + b"}", next_cursor
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -207,10 +228,16 @@ class Handler(BaseHTTPRequestHandler):
         if self.server.access_log:  # never logs headers, so never the token
             sys.stderr.write(f"source-api {self.address_string()} {format % args}\n")
 
-    def _send(self, status: int, body: bytes | dict, headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes | dict,
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
@@ -273,7 +300,10 @@ class Handler(BaseHTTPRequestHandler):
                     404, "not_found", f"unknown resource '{name}'; known: {', '.join(RESOURCES)}"
                 )
             query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
-            return self._send(200, self.server.api.page(name, query))
+            ndjson = NDJSON in self.headers.get("Accept", "")
+            body, next_cursor = self.server.api.page_with_cursor(name, query, ndjson=ndjson)
+            headers = {"Next-Cursor": next_cursor} if next_cursor else {}
+            return self._send(200, body, headers, NDJSON if ndjson else "application/json")
         except BadParameter as exc:
             return self._error(400, "bad_request", str(exc), parameter=exc.parameter)
         except Exception as exc:  # pragma: no cover - the server must not die on a request

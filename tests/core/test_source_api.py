@@ -232,7 +232,7 @@ def test_faults_never_fail_one_request_more_than_max_consecutive_times(serve):
 def test_scale_replicates_the_year_with_new_ids(quartet_home):
     scaled = load(2)
     flights = scaled["flights"]
-    ids = set(flights.ids)
+    ids = {record_id for _, record_id, _ in flights.cursor_keys()}
     assert len(ids) == 2 * EXPECTED["flights"]
     assert flights.updated_at[0].startswith("2013") and flights.updated_at[-1].startswith("2014")
     assert len(scaled["weather"]) == 2 * EXPECTED["weather"]
@@ -244,3 +244,43 @@ def test_malformed_records_are_injected_only_where_asked(serve):
     records = list(pages(url, "flights", updated_until="2013-01-03"))
     broken = [r for r in records if "id" not in r]
     assert broken and all(r["updated_at"].startswith("2013-01-02") for r in broken)
+
+
+def ndjson_pages(url: str, resource: str, **params) -> Iterator[bytes]:
+    session = requests.Session()
+    session.headers.update({"Authorization": f"Bearer {TOKEN}", "Accept": "application/x-ndjson"})
+    query = {"limit": PAGE, **params}
+    while True:
+        response = session.get(f"{url}/v1/{resource}", params=query, timeout=30)
+        response.raise_for_status()
+        assert response.headers["Content-Type"] == "application/x-ndjson"
+        yield response.content
+        if "Next-Cursor" not in response.headers:
+            return
+        query["cursor"] = response.headers["Next-Cursor"]
+
+
+def test_ndjson_pages_carry_the_same_records_and_the_cursor_in_a_header(serve):
+    import json
+
+    url = serve(as_of="2013-01-31")
+    as_json = list(pages(url, "flights"))
+    bodies = list(ndjson_pages(url, "flights"))
+    assert len(bodies) == -(-len(as_json) // PAGE)  # the same pages
+    as_ndjson = [json.loads(line) for body in bodies for line in body.splitlines()]
+    assert as_ndjson == as_json
+    assert all(body.endswith(b"\n") for body in bodies)
+    empty = list(ndjson_pages(url, "airlines", as_of="2012-12-31"))
+    assert empty == [b""]
+
+
+def test_the_published_store_is_built_once_and_shared(quartet_home, tables):
+    from core.source_api.data import published_store, store_path
+
+    path = published_store(1)
+    assert path == store_path(1) and path.exists()
+    before = path.stat().st_mtime_ns
+    again = load(1)  # a second API reads the same file
+    assert path.stat().st_mtime_ns == before
+    assert len(again["flights"]) == len(tables["flights"])
+    assert again["weather"].updated_at[-1] == tables["weather"].updated_at[-1]
