@@ -1,0 +1,395 @@
+"""The reliability matrix: what bare and each orchestrator do when things go wrong.
+
+Each :class:`Case` breaks one thing on top of a good January warehouse and runs the user's
+command (``quartet run <name> ...``) in a process of its own, in a QUARTET_HOME of the matrix.
+What a cell records (:class:`Outcome`):
+
+* bad input and faults no retry fixes: a non-zero exit, a message naming the culprit, the
+  warehouse fingerprint unchanged, the time to fail;
+* crashes (kill -9 of the whole process tree mid-run): no process left, then a plain rerun that
+  ends with bare's fingerprint;
+* always: the next good run succeeds with bare's fingerprint (nothing is wedged), and the source
+  API token appears nowhere in the home (logs, orchestrator homes, metadata databases).
+
+``quartet reliability`` runs the matrix and writes ``docs/reliability.md``; the test suite runs a
+subset of the cases for every pipeline (tests/parity/test_reliability.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from core import settings
+from core.fingerprint import diff, fingerprint
+from core.kit.service import process_start_time, stop_group
+
+JANUARY = "2013-01-31"
+FEBRUARY = "2013-02-28"
+
+
+@dataclass
+class Context:
+    """What a case needs: the pipeline, its home, the healthy API, a fresh API factory."""
+
+    name: str
+    home: Path
+    api_url: str
+    token: str
+    start_api: Callable[..., contextlib.AbstractContextManager[tuple[str, str]]]
+
+    @property
+    def warehouse(self) -> Path:
+        return self.home / "warehouse" / f"{self.name}.duckdb"
+
+
+@dataclass
+class Case:
+    id: str
+    title: str
+    needle: str  # what the failure message must name
+    setup: Callable[[Context, contextlib.ExitStack], tuple[list[str], dict[str, str]]]
+    expect_failure: bool = True
+    crash: bool = False
+
+
+@dataclass
+class Outcome:
+    case: str
+    name: str
+    ok: bool
+    exit_code: int | None
+    seconds: float
+    message: str
+    unchanged: bool | None = None
+    recovered: bool | None = None
+    token_hits: list[str] = field(default_factory=list)
+
+    def cell(self) -> str:
+        mark = "✓" if self.ok else "✗"
+        return f"{mark} {'exit ' + str(self.exit_code) if self.exit_code is not None else 'killed'}, {self.seconds:.0f}s"
+
+
+def _healthy(ctx: Context, stack: contextlib.ExitStack) -> tuple[list[str], dict[str, str]]:
+    return [], {}
+
+
+def _wrong_token(ctx: Context, stack: contextlib.ExitStack):
+    return ["--as-of", FEBRUARY], {settings.SOURCE_API_TOKEN_ENV: "not-the-token"}
+
+
+def _unreachable(ctx: Context, stack: contextlib.ExitStack):
+    return ["--as-of", FEBRUARY], {settings.SOURCE_API_URL_ENV: "http://127.0.0.1:9"}
+
+
+def _malformed(kind: str):
+    def setup(ctx: Context, stack: contextlib.ExitStack):
+        url, token = stack.enter_context(ctx.start_api(malformed=(f"flights:{kind}:2013-02-10",)))
+        return ["--as-of", FEBRUARY], {
+            settings.SOURCE_API_URL_ENV: url,
+            settings.SOURCE_API_TOKEN_ENV: token,
+        }
+
+    return setup
+
+
+def _faults_forever(ctx: Context, stack: contextlib.ExitStack):
+    url, token = stack.enter_context(ctx.start_api(fault_rate=1.0))
+    return ["--as-of", FEBRUARY], {
+        settings.SOURCE_API_URL_ENV: url,
+        settings.SOURCE_API_TOKEN_ENV: token,
+    }
+
+
+def _flags(*flags: str):
+    return lambda ctx, stack: (list(flags), {})
+
+
+def _broken_config(ctx: Context, stack: contextlib.ExitStack):
+    path = ctx.home / "broken-ingestion.toml"
+    text = settings.INGESTION_CONFIG.read_text().replace("page_size = ", 'page_size = "many" #')
+    path.write_text(text)
+    return ["--as-of", FEBRUARY], {"QUARTET_INGESTION_CONFIG": str(path)}
+
+
+def _not_duckdb(ctx: Context, stack: contextlib.ExitStack):
+    saved = ctx.warehouse.with_suffix(".saved")
+    ctx.warehouse.rename(saved)
+    ctx.warehouse.write_bytes(b"this is not a DuckDB file\n" * 100)
+    stack.callback(lambda: (ctx.warehouse.unlink(), saved.rename(ctx.warehouse)))
+    return ["--as-of", FEBRUARY], {}
+
+
+def _held(ctx: Context, stack: contextlib.ExitStack):
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import duckdb, time; c = duckdb.connect({str(ctx.warehouse)!r}); print('ok', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    stack.callback(lambda: (holder.kill(), holder.wait()))
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
+    return ["--as-of", FEBRUARY], {"QUARTET_LOCK_TIMEOUT": "5"}
+
+
+def _deleted(ctx: Context, stack: contextlib.ExitStack):
+    ctx.warehouse.unlink()
+    return ["--as-of", JANUARY], {}
+
+
+CASES: dict[str, Case] = {
+    c.id: c
+    for c in [
+        Case("wrong-token", "wrong API token", "token", _wrong_token),
+        Case("unreachable-api", "source API unreachable", "127.0.0.1:9", _unreachable),
+        Case("malformed-wrong-type", "malformed record: wrong type", "arr_delay", _malformed("wrong_type")),
+        Case("malformed-missing-key", "malformed record: missing key", "id", _malformed("missing_key")),
+        Case("malformed-bad-value", "malformed record: bad value (a dbt test fails)", "origin", _malformed("bad_value")),
+        Case("faults-forever", "API faults that never heal", "500", _faults_forever),
+        Case("bad-partition", "malformed partition", "2013-13", _flags("--partition", "2013-13")),
+        Case("partition-out-of-range", "partition outside the range", "2012-12", _flags("--partition", "2012-12")),
+        Case("bad-as-of", "bad as-of", "--as-of", _flags("--as-of", "2013-02-30")),
+        Case("broken-config", "broken ingestion config", "page_size", _broken_config),
+        Case("not-duckdb", "warehouse file is not a DuckDB file", "duckdb", _not_duckdb),
+        Case("held-warehouse", "warehouse held by another process", "PID", _held),
+        Case("deleted-warehouse", "warehouse deleted, orchestrator state kept", "", _deleted,
+             expect_failure=False),
+        Case("kill-9", "kill -9 of the whole run mid-way, then a plain rerun", "", _healthy,
+             crash=True),
+    ]
+}  # fmt: skip
+
+#: the cases the test suite runs for every pipeline (the rest: `quartet reliability`)
+SUITE_CASES = ("wrong-token", "malformed-wrong-type", "not-duckdb", "kill-9")
+
+
+def quartet_argv(name: str, flags: list[str]) -> list[str]:
+    return [sys.executable, "-m", "core.cli", "run", name, *flags]
+
+
+def run_command(
+    argv: list[str], env: dict[str, str], *, kill_after: float | None = None, timeout: float = 900
+) -> tuple[int | None, float, str]:
+    """Run ``argv`` in its own process group; optionally kill -9 the whole group after a delay."""
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        argv,
+        cwd=settings.REPO_ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=kill_after or timeout)
+        return proc.returncode, time.monotonic() - started, output
+    except subprocess.TimeoutExpired:
+        tree = process_tree(proc.pid)
+        for pid in tree:  # the whole tree at once, as a crash or the OOM killer would
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        stop_group(proc.pid, timeout=10)  # whatever else is left in the group
+        survivors = [pid for pid in tree if process_start_time(pid) is not None]
+        if survivors:
+            output += f"\nleft running after kill -9: {survivors}"
+        code = None if kill_after else proc.returncode
+        return code, time.monotonic() - started, output
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants (whatever process group they put themselves in)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def token_hits(home: Path, token: str) -> list[str]:
+    """Files under ``home`` that contain ``token`` (logs, homes, SQLite/DuckDB metadata)."""
+    hits = []
+    needle = token.encode()
+    for path in home.rglob("*"):
+        if path.is_file() and path.stat().st_size < 512 * 1024 * 1024:
+            with contextlib.suppress(OSError):
+                if needle in path.read_bytes():
+                    hits.append(str(path.relative_to(home)))
+    return hits
+
+
+class Matrix:
+    """Runs cases for one pipeline in its own home: a good January first, bare's as reference."""
+
+    def __init__(self, name: str, home: Path, api_url: str, token: str, start_api, bare_january):
+        self.ctx = Context(name, home, api_url, token, start_api)
+        self.bare_january = bare_january
+        self.env = {
+            "QUARTET_HOME": str(home),
+            settings.SOURCE_API_URL_ENV: api_url,
+            settings.SOURCE_API_TOKEN_ENV: token,
+        }
+        self.good_seconds = 0.0
+
+    def good_run(self) -> tuple[bool, str]:
+        code, seconds, output = run_command(
+            quartet_argv(self.ctx.name, ["--as-of", JANUARY]), self.env
+        )
+        self.good_seconds = self.good_seconds or seconds
+        if code != 0:
+            return False, output[-2000:]
+        differences = diff(self.bare_january, fingerprint(self.ctx.warehouse))
+        return not differences, "" if not differences else f"differs from bare: {differences[:3]}"
+
+    def run(self, case: Case, *, recover: bool = True) -> Outcome:
+        """One case; then (``recover``) the next good run, which must give bare's fingerprint."""
+        before = fingerprint(self.ctx.warehouse)
+        with contextlib.ExitStack() as stack:
+            flags, env = case.setup(self.ctx, stack)
+            kill_after = max(3.0, 0.35 * self.good_seconds) if case.crash else None
+            code, seconds, output = run_command(
+                quartet_argv(self.ctx.name, flags or ["--as-of", JANUARY]),
+                {**self.env, **env},
+                kill_after=kill_after,
+            )
+        message = _last_error_line(output)
+        outcome = Outcome(case.id, self.ctx.name, False, code, seconds, message)
+        if case.crash:
+            outcome.ok = (code is None or code == 0) and "left running after kill -9" not in output
+        elif case.expect_failure:
+            outcome.unchanged = not diff(before, fingerprint(self.ctx.warehouse))
+            named = case.needle.lower() in output.lower()
+            outcome.ok = code not in (0, None) and named and outcome.unchanged
+        else:
+            outcome.ok = code == 0 and not diff(self.bare_january, fingerprint(self.ctx.warehouse))
+        if not recover and not case.crash:
+            outcome.token_hits = token_hits(self.ctx.home, self.ctx.token)
+            outcome.ok = outcome.ok and not outcome.token_hits
+            return outcome
+        recovered, why = self.good_run()
+        outcome.recovered = recovered
+        if not recovered:
+            outcome.ok = False
+            outcome.message += f" | next good run: {why[-300:]}"
+        outcome.token_hits = token_hits(self.ctx.home, self.ctx.token)
+        if outcome.token_hits:
+            outcome.ok = False
+        return outcome
+
+
+def _last_error_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if "failed" in line or "Error" in line]
+    return (lines[-1] if lines else output.strip().splitlines()[-1:] or [""])[0][:300]
+
+
+# -- the command: run everything, write docs/reliability.md --------------------------------------
+
+
+def render(outcomes: list[Outcome], names: list[str]) -> str:
+    by = {(o.case, o.name): o for o in outcomes}
+    lines = [
+        "# Reliability matrix",
+        "",
+        "Generated by `quartet reliability` (every case on top of a good January warehouse, each",
+        "pipeline through its user command in a home of its own). A cell: ✓ when the run failed with",
+        "a non-zero exit and a message naming the culprit, left the warehouse fingerprint unchanged,",
+        "the next good run succeeded with bare's fingerprint, and the token appeared nowhere in the",
+        "home; for kill -9, when the rerun ended with bare's fingerprint and no process was left. The",
+        "time is how long the broken run took to end (or to be killed).",
+        "",
+        "| case | " + " | ".join(names) + " |",
+        "| --- |" + " --- |" * len(names),
+    ]
+    for case in CASES.values():
+        cells = [by[(case.id, n)].cell() if (case.id, n) in by else "-" for n in names]
+        if any(c != "-" for c in cells):
+            lines.append(f"| {case.title} | " + " | ".join(cells) + " |")
+    failures = [o for o in outcomes if not o.ok]
+    lines += ["", "## What each failing run said", ""]
+    for o in outcomes:
+        lines.append(f"- **{o.name} / {o.case}**: {o.message or '(no message)'}")
+    if failures:
+        lines += ["", "## Cells that did not hold", ""]
+        lines += [f"- {o.name} / {o.case}: {asdict(o)}" for o in failures]
+    lines += [
+        "",
+        "The test suite runs these cases for every pipeline: " + ", ".join(SUITE_CASES) + ".",
+        "The kill point is a fixed share (35%) of the pipeline's good January run, which falls in",
+        "ingestion for every orchestrator; a full disk for the warehouse folder is not simulated",
+        "(no loop device or tmpfs can be mounted in this sandbox).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _api_factory() -> Iterator[Callable]:
+    from core.source_api import SourceAPIConfig, running_source_api
+
+    @contextlib.contextmanager
+    def start(**config):
+        saved = os.environ.pop(settings.SOURCE_API_URL_ENV, None)
+        try:
+            with running_source_api(SourceAPIConfig(**config)) as api:
+                yield api
+        finally:
+            if saved is not None:
+                os.environ[settings.SOURCE_API_URL_ENV] = saved
+
+    yield start
+
+
+def main(names: list[str], cases: list[str], out: Path | None) -> int:
+    import tempfile
+
+    from core.source_api import running_source_api
+
+    outcomes: list[Outcome] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="quartet-reliability-") as tmp,
+        running_source_api() as (url, token),
+        _api_factory() as start_api,
+    ):
+        bare_home = Path(tmp) / "reference"
+        code, _, output = run_command(
+            quartet_argv("bare", ["--as-of", JANUARY]), {"QUARTET_HOME": str(bare_home)}
+        )
+        if code != 0:
+            print(output, file=sys.stderr)
+            return 1
+        bare = fingerprint(bare_home / "warehouse" / "bare.duckdb")
+        for name in names:
+            matrix = Matrix(name, Path(tmp) / name, url, token, start_api, bare)
+            ok, why = matrix.good_run()
+            if not ok:
+                print(f"{name}: the good January run failed: {why}", file=sys.stderr)
+                continue
+            for case_id in cases:
+                outcome = matrix.run(CASES[case_id])
+                outcomes.append(outcome)
+                print(
+                    f"{name:9s} {case_id:24s} {outcome.cell():22s} {outcome.message[:90]}",
+                    flush=True,
+                )
+    json_path = settings.state_dir() / "reliability.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps([asdict(o) for o in outcomes], indent=2))
+    if out is not None:
+        out.write_text(render(outcomes, names))
+        print(f"wrote {out} ({json_path})")
+    return 0 if all(o.ok for o in outcomes) else 1
