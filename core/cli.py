@@ -46,13 +46,43 @@ def _run_flags(args: argparse.Namespace) -> list[str]:
     return flags
 
 
+def _use_warehouse(args: argparse.Namespace) -> int:
+    """``--warehouse postgresql://...`` (or ``postgres``: the provider's warehouse_<name> database)
+    becomes QUARTET_WAREHOUSE_URL for this run; 0 when fine."""
+    from core import postgres
+
+    if args.name != "bare":
+        print(
+            f"quartet run {args.name}: --warehouse is supported by bare only for now "
+            "(the adapters keep warehouse/<name>.duckdb)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if args.warehouse == "postgres":
+        try:
+            url = postgres.database_url(f"warehouse_{args.name}")
+        except postgres.PostgresError as exc:
+            print(f"quartet run {args.name}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    elif postgres.is_postgres_url(args.warehouse):
+        url = args.warehouse
+    else:
+        print("quartet run: --warehouse takes postgresql://... or `postgres`", file=sys.stderr)
+        return EXIT_USAGE
+    os.environ[settings.WAREHOUSE_URL_ENV] = url
+    print(f"warehouse: {postgres.mask(url)}", flush=True)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if getattr(args, "warehouse", None) and (code := _use_warehouse(args)):
+        return code
     if args.name == "bare":
         from core import pipeline
         from core.dbt import DbtBuildError
         from core.ingestion import ConfigError
         from core.kit import validate
-        from core.warehouse import WarehouseBusyError
+        from core.warehouse import WarehouseBusyError, WarehouseConnectionError
 
         if args.deployed:
             print(
@@ -66,7 +96,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         try:
             pipeline.run("bare", as_of=request.as_of, partitions=list(request.partitions) or None)
-        except (ConfigError, pipeline.IngestionError, DbtBuildError, WarehouseBusyError) as exc:
+        except (
+            ConfigError,
+            pipeline.IngestionError,
+            DbtBuildError,
+            WarehouseBusyError,
+            WarehouseConnectionError,
+        ) as exc:
             print(f"quartet run bare failed: {exc}", file=sys.stderr)
             return EXIT_FAILED
         return 0
@@ -109,12 +145,37 @@ def cmd_deployed(args: argparse.Namespace) -> int:
     )
 
 
-def cmd_fingerprint(args: argparse.Namespace) -> int:
-    from core.fingerprint import WarehouseNotFoundError, fingerprint
+def cmd_postgres(args: argparse.Namespace) -> int:
+    """``quartet postgres up|down|url|status``: the local PostgreSQL server (core/postgres.py)."""
+    from core import postgres
 
     try:
-        fp = fingerprint(Path(args.path))
-    except WarehouseNotFoundError as exc:
+        if args.action == "up":
+            started = time.perf_counter()
+            server = postgres.up()
+            print(f"PostgreSQL up in {time.perf_counter() - started:.1f}s: {server.admin_url}")
+            print(f"  data and log: {postgres.home()} ({server.log_file})")
+        elif args.action == "down":
+            print("PostgreSQL stopped" if postgres.down() else "PostgreSQL was not running")
+        elif args.action == "url":
+            print(postgres.database_url(args.database) if args.database else postgres.admin_url())
+        else:
+            server = postgres.status()
+            print(f"running: {postgres.mask(server.admin_url)}" if server else "not running")
+            return 0 if server else EXIT_FAILED
+    except postgres.PostgresError as exc:
+        print(f"quartet postgres {args.action}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    from core.fingerprint import WarehouseNotFoundError, fingerprint
+    from core.warehouse import WarehouseConnectionError, is_postgres
+
+    try:
+        fp = fingerprint(args.path if is_postgres(args.path) else Path(args.path))
+    except (WarehouseNotFoundError, WarehouseConnectionError) as exc:
         print(f"quartet fingerprint: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if args.json:
@@ -129,7 +190,11 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from core.compare import compare_all
 
-    report = compare_all(settings.warehouse_dir())
+    extra = dict(item.split("=", 1) for item in args.warehouse if "=" in item)
+    if len(extra) != len(args.warehouse):
+        print("quartet compare: --warehouse takes NAME=postgresql://...", file=sys.stderr)
+        return EXIT_USAGE
+    report = compare_all(settings.warehouse_dir(), extra=extra)
     print(json.dumps(report.to_json(), indent=2) if args.json else report.render())
     return 0 if report.identical else EXIT_FAILED
 
@@ -148,6 +213,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from core.bench import main as bench_main
 
     return bench_main(args.name, repeat=args.repeat, scale=args.scale)
+
+
+def cmd_reliability(args: argparse.Namespace) -> int:
+    from core.reliability import CASES, main
+
+    names = args.only or list(settings.PIPELINE_NAMES)
+    cases = args.case or list(CASES)
+    out = None if args.no_doc else settings.REPO_ROOT / "docs" / "reliability.md"
+    return main(names, cases, out)
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
@@ -171,6 +245,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("name", choices=[*settings.PIPELINE_NAMES, "all"])
     run.add_argument("--as-of", help="the source API's clock for this run (YYYY-MM-DD)")
     run.add_argument("--partition", action="append", help="a month YYYY-MM (repeatable)")
+    run.add_argument(
+        "--warehouse",
+        help="a PostgreSQL warehouse: postgresql://user:pass@host:port/db, or `postgres` for the "
+        "provider's warehouse_<name> database (default: warehouse/<name>.duckdb)",
+    )
     run.add_argument(
         "--deployed", action="store_true", help="submit to the services `quartet up` started"
     )
@@ -197,12 +276,20 @@ def parser() -> argparse.ArgumentParser:
         deployed.set_defaults(func=cmd_deployed)
 
     fp = sub.add_parser("fingerprint", help="fingerprint one warehouse file")
-    fp.add_argument("path")
+    fp.add_argument("path", help="a warehouse/*.duckdb file or a postgresql:// URL")
     fp.add_argument("--json", action="store_true")
     fp.set_defaults(func=cmd_fingerprint)
 
     cmp = sub.add_parser("compare", help="compare every warehouse/*.duckdb against bare")
     cmp.add_argument("--json", action="store_true")
+    cmp.add_argument(
+        "--warehouse",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="also compare this PostgreSQL warehouse (repeatable); the local server's "
+        "warehouse_* databases are found by themselves",
+    )
     cmp.set_defaults(func=cmd_compare)
 
     lin = sub.add_parser("lineage", help="the canonical graph, or the one an orchestrator declares")
@@ -218,11 +305,26 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--scale", type=int, default=1)
     bench.set_defaults(func=cmd_bench)
 
+    rel = sub.add_parser(
+        "reliability", help="run the reliability matrix; write docs/reliability.md"
+    )
+    rel.add_argument("--only", action="append", choices=settings.PIPELINE_NAMES)
+    rel.add_argument("--case", action="append", help="a case id (repeatable; default: all)")
+    rel.add_argument("--no-doc", action="store_true", help="print only, leave the doc as it is")
+    rel.set_defaults(func=cmd_reliability)
+
     docs = sub.add_parser("docs", help="regenerate docs/lineage.md from the lineage commands")
     docs.set_defaults(func=cmd_docs)
 
     prep = sub.add_parser("prepare", help="(re)parse the dbt project into the prepared manifest")
     prep.set_defaults(func=cmd_prepare)
+
+    pg = sub.add_parser("postgres", help="the local PostgreSQL server (up, down, url, status)")
+    pg.add_argument("action", choices=["up", "down", "url", "status"])
+    pg.add_argument(
+        "database", nargs="?", help="with url: this database's URL (created if missing)"
+    )
+    pg.set_defaults(func=cmd_postgres)
     return p
 
 

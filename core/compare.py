@@ -1,4 +1,10 @@
-"""``quartet compare``: every warehouse/*.duckdb against bare, as one table plus the differences."""
+"""``quartet compare``: every warehouse against bare, as one table plus the differences.
+
+Warehouses are every ``warehouse/*.duckdb``, the PostgreSQL warehouses given as ``NAME=URL``
+(``quartet compare --warehouse bare@pg=postgresql://...``), and the ``warehouse_<name>``
+databases of the provider's server (core/postgres.py) when it runs, shown as ``<name>@pg``.
+Fingerprints compare content across engines (ADR 0011), so DuckDB and PostgreSQL sit side by side.
+"""
 
 from __future__ import annotations
 
@@ -78,19 +84,74 @@ class Report:
         return "\n".join(lines)
 
 
-def compare_all(directory: Path, baseline: str = "bare") -> Report:
+def provider_warehouses() -> dict[str, str]:
+    """``<name>@pg`` -> URL of every ``warehouse_<name>`` database on the provider's server, if
+    it runs (nothing is started for this)."""
+    import os
+
+    from core import postgres
+
+    admin = os.environ.get(postgres.URL_ENV)
+    if not admin:
+        server = postgres.status()
+        if server is None:
+            return {}
+        admin = server.admin_url
+    import psycopg2
+
+    try:
+        con = psycopg2.connect(admin, connect_timeout=5)
+    except psycopg2.OperationalError:
+        return {}
+    try:
+        with con.cursor() as cur:
+            cur.execute(
+                r"select datname from pg_database where datname like 'warehouse\_%' order by 1"
+            )
+            names = [name for (name,) in cur.fetchall()]
+    finally:
+        con.close()
+    return {
+        f"{name.removeprefix('warehouse_')}@pg": postgres.with_database(admin, name)
+        for name in names
+    }
+
+
+def compare_all(
+    directory: Path,
+    baseline: str = "bare",
+    *,
+    extra: dict[str, str] | None = None,
+    discover: bool = True,
+) -> Report:
+    """Fingerprint every warehouse and diff each against ``baseline`` (a name of either kind)."""
+    from core.fingerprint import WarehouseNotFoundError
+    from core.warehouse import WarehouseConnectionError
+
     report = Report(baseline=baseline)
-    base = directory / f"{baseline}.duckdb"
-    if not base.exists():
-        report.error = f"no {base}: run `quartet run bare` first"
-        return report
-    others = [p for p in sorted(directory.glob("*.duckdb")) if p != base]
     order = {name: i for i, name in enumerate(settings.PIPELINE_NAMES)}
-    others.sort(key=lambda p: (order.get(p.stem, 99), p.stem))
-    report.prints[baseline] = fingerprint(base)
-    for path in others:
-        report.prints[path.stem] = fingerprint(path)
-        report.diffs[path.stem] = diff(report.prints[baseline], report.prints[path.stem])
+    locations: dict[str, Path | str] = {
+        p.stem: p
+        for p in sorted(directory.glob("*.duckdb"), key=lambda p: (order.get(p.stem, 99), p.stem))
+    }
+    postgres_ones = {**(provider_warehouses() if discover else {}), **(extra or {})}
+    for name in sorted(postgres_ones, key=lambda n: (order.get(n.split("@")[0], 99), n)):
+        locations[name] = postgres_ones[name]
+    if baseline not in locations:
+        report.error = f"no {directory / (baseline + '.duckdb')}: run `quartet run bare` first"
+        return report
+    try:
+        report.prints[baseline] = fingerprint(locations[baseline])
+        for name, location in locations.items():
+            if name == baseline:
+                continue
+            report.prints[name] = fingerprint(location)
+            report.diffs[name] = diff(report.prints[baseline], report.prints[name])
+    except (WarehouseNotFoundError, WarehouseConnectionError) as exc:
+        report.error = str(exc)
+        return report
+    others = [name for name in locations if name != baseline]
+    base = Path(str(locations[baseline]))
     if not others:
         report.error = f"only {base.name} in {directory}: nothing to compare it with"
     timings = settings.state_dir() / "run-all.json"

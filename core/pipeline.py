@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dlt
 from dlt.pipeline.exceptions import PipelineStepFailed
@@ -20,6 +21,12 @@ from core.ingestion import IngestionConfig, RunWindow, load_config, window
 from core.source import flights_source
 
 Log = Callable[[str], None]
+
+
+def parallel_ingestion() -> bool:
+    """QUARTET_PARALLEL_INGESTION=0 makes the bare run ingest one unit at a time even where the
+    warehouse allows parallel writers (to measure what the parallelism buys)."""
+    return os.environ.get("QUARTET_PARALLEL_INGESTION", "1") != "0"
 
 
 class IngestionError(RuntimeError):
@@ -46,14 +53,66 @@ def _print(message: str) -> None:
     print(message, flush=True)
 
 
-def dlt_pipeline(pipeline: settings.PipelineSettings) -> dlt.Pipeline:
-    """The dlt pipeline of a named run: its own name and working dir, the shared warehouse path."""
+def dlt_pipeline(pipeline: settings.PipelineSettings, unit: str | None = None) -> dlt.Pipeline:
+    """The dlt pipeline of a named run: its own name and working dir, the shared warehouse path.
+
+    On PostgreSQL (``pipeline.warehouse_url``), ``unit`` names a concurrent ingestion unit (one
+    resource): it gets a dlt pipeline (name, working dir, state) of its own, so units can run at
+    once; DuckDB runs keep one dlt pipeline per run name.
+    """
+    if pipeline.warehouse_url:
+        suffix = f"_{unit}" if unit else ""
+        return dlt.pipeline(
+            pipeline_name=pipeline.pipeline_name + suffix,
+            pipelines_dir=str(pipeline.pipelines_dir / f"postgres{suffix}"),
+            destination=dlt.destinations.postgres(credentials=pipeline.warehouse_url),
+            dataset_name=settings.RAW_SCHEMA,
+        )
     return dlt.pipeline(
         pipeline_name=pipeline.pipeline_name,
         pipelines_dir=str(pipeline.pipelines_dir),
         destination=dlt.destinations.duckdb(str(pipeline.warehouse)),
         dataset_name=settings.RAW_SCHEMA,
     )
+
+
+def settle_pending(p: dlt.Pipeline, pipeline: settings.PipelineSettings, *, log: Log) -> dlt.Pipeline:
+    """Leave dlt's working folder as a clean run expects it; say what was done, never silently.
+
+    A run that was killed or failed can leave two things behind in the working folder, and
+    either would make the next run lie:
+
+    * load packages that were extracted but not loaded. dlt's ``run`` would load them *instead*
+      of extracting what it was asked for ("the data you passed will not be extracted"). They
+      are finished here (normalize + load: their rows are real source revisions and the raw
+      layer merges idempotently); a package that fails again (e.g. a malformed record) is
+      discarded together with the local state, which dlt then restores from the warehouse, so
+      the cursor never claims data the warehouse does not hold.
+    * local state for a DuckDB warehouse that is gone (deleted to start over): the incremental
+      cursor would skip everything already seen. The working folder is reset: the run loads all.
+    """
+    working = Path(p.working_dir)
+    if not (working / "state.json").exists():  # never extracted: nothing left behind
+        return p
+    if not pipeline.warehouse_url and not pipeline.warehouse.exists():
+        log(f"[{pipeline.name}] the warehouse is gone: resetting dlt's state in {working}")
+        return p.drop()
+    if not p.has_pending_data:
+        return p
+    packages = [*p.list_extracted_load_packages(), *p.list_normalized_load_packages()]
+    try:
+        p.normalize()
+        p.load()
+    except Exception as exc:
+        cause = _root_cause(exc)
+        log(
+            f"[{pipeline.name}] discarded {len(packages)} load package(s) an earlier run left "
+            f"unfinished ({', '.join(packages)}): they fail again ({type(cause).__name__}: "
+            f"{str(cause)[:200]}); dlt's state is reset to what the warehouse holds"
+        )
+        return p.drop()
+    log(f"[{pipeline.name}] finished {len(packages)} load package(s) an earlier run left unfinished")
+    return p
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -74,18 +133,27 @@ def ingest(
     config: IngestionConfig | None = None,
     log: Log = _print,
 ) -> IngestResult:
-    """Load ``run_window`` from the API into ``warehouse/<name>.duckdb`` (raw schema)."""
+    """Load ``run_window`` from the API into ``warehouse/<name>.duckdb`` (raw schema), or into
+    the PostgreSQL warehouse when ``QUARTET_WAREHOUSE_URL`` is set."""
     config = config or load_config()
     pipeline = settings.for_pipeline(name)
+    location = pipeline.location
     os.environ.update(config.runtime_env(run_window.resources))
     result = IngestResult(pipeline=name, window=run_window)
     started = time.perf_counter()
-    with warehouse.writer_lock(pipeline.warehouse, purpose=f"{name} ingest"):
-        before = warehouse.table_counts(pipeline.warehouse, (settings.RAW_SCHEMA,))
+    unit = run_window.resources[0] if len(run_window.resources) == 1 else None
+    with warehouse.writer_lock(location, purpose=f"{name} ingest"):
+        warehouse.check_connection(location)
+        before = warehouse.table_counts(location, (settings.RAW_SCHEMA,))
         source = flights_source(config, run_window, base_url=base_url, token=token)
-        p = dlt_pipeline(pipeline)
+        p = settle_pending(dlt_pipeline(pipeline, unit), pipeline, log=log)
         try:
-            p.run(source, loader_file_format=config.loader_file_format)
+            p.run(
+                source,
+                loader_file_format=warehouse.loader_file_format(
+                    location, config.loader_file_format
+                ),
+            )
         except PipelineStepFailed as exc:
             cause = _root_cause(exc)
             hint = ""
@@ -95,10 +163,10 @@ def ingest(
                 hint = f" (the source API at {base_url} is unreachable: check {settings.SOURCE_API_URL_ENV})"
             raise IngestionError(
                 f"ingesting {', '.join(run_window.resources)} from {base_url} into "
-                f"{pipeline.warehouse} failed at the {exc.step} step{hint}: "
+                f"{_shown(location)} failed at the {exc.step} step{hint}: "
                 f"{type(cause).__name__}: {cause}. Nothing of this step was loaded."
             ) from exc
-        after = warehouse.table_counts(pipeline.warehouse, (settings.RAW_SCHEMA,))
+        after = warehouse.table_counts(location, (settings.RAW_SCHEMA,))
     trace = p.last_trace
     normalized = trace.last_normalize_info.row_counts if trace and trace.last_normalize_info else {}
     for resource in run_window.resources:
@@ -130,13 +198,52 @@ def transform(
             f"[{name}]   {node.resource_type} {node.name}: {node.status}{rows} ({node.seconds:.2f}s)"
         )
 
-    with warehouse.writer_lock(pipeline.warehouse, purpose=f"{name} dbt build"):
+    with warehouse.writer_lock(pipeline.location, purpose=f"{name} dbt build"):
         result = dbt.build(pipeline, select=select, exclude=exclude, on_node=on_node)
     log(
         f"[{name}] dbt build: {result.count('success')} models ok, {result.count('pass')} tests "
         f"passed in {result.seconds:.1f}s"
     )
     return result
+
+
+def _shown(location: warehouse.Location) -> str:
+    from core.postgres import mask
+
+    return mask(location) if isinstance(location, str) else str(location)
+
+
+def _ingest_units(
+    name: str,
+    run_window: RunWindow,
+    *,
+    base_url: str,
+    token: str,
+    config: IngestionConfig,
+    log: Log,
+    parallel: bool,
+) -> list[IngestResult]:
+    """One window: on DuckDB one load of every resource; on PostgreSQL one ingestion unit per
+    resource, all at once when ``parallel`` (threads: the work is HTTP, JSON and COPY)."""
+    if not settings.warehouse_url():
+        return [ingest(name, run_window, base_url=base_url, token=token, config=config, log=log)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = len(run_window.resources) if parallel else 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [
+            pool.submit(
+                ingest,
+                name,
+                run_window.only(resource),
+                base_url=base_url,
+                token=token,
+                config=config,
+                log=log,
+            )
+            for resource in run_window.resources
+        ]
+        return [future.result() for future in futures]
 
 
 def _describe(run_window: RunWindow) -> str:
@@ -167,13 +274,15 @@ def run(
     )
     results = []
     started = time.perf_counter()
+    location = settings.for_pipeline(name).location
+    warehouse.check_connection(location)  # a wrong URL fails before the API even starts
+    parallel = warehouse.allows_parallel_writers(location) and parallel_ingestion()
     with running_source_api(api_config) as (url, token):
         for run_window in windows:
-            results.append(
-                ingest(name, run_window, base_url=url, token=token, config=config, log=log)
-            )
+            results += _ingest_units(
+                name, run_window, base_url=url, token=token, config=config, log=log,
+                parallel=parallel,
+            )  # fmt: skip
             transform(name, log=log)
-    log(
-        f"[{name}] done in {time.perf_counter() - started:.1f}s -> {settings.for_pipeline(name).warehouse}"
-    )
+    log(f"[{name}] done in {time.perf_counter() - started:.1f}s -> {_shown(location)}")
     return results

@@ -1,9 +1,17 @@
-"""The DuckDB warehouse file: one writer at a time, read helpers.
+"""The warehouse: a DuckDB file (one writer at a time) or a PostgreSQL database; read helpers.
+
+A warehouse *location* is either the path of a DuckDB file or a ``postgresql://`` URL
+(``settings.PipelineSettings.location``).
 
 DuckDB lets one process open a file read-write. Orchestrators serialize their own writers with
 their native mechanism (pools, concurrency limits, ...); :func:`writer_lock` is the last line of
 defence underneath all of them: a writer waits for the file, and after ``QUARTET_LOCK_TIMEOUT``
 seconds fails with an error that names the file and the process holding it.
+
+PostgreSQL admits many writers (each dlt load is its own transactions, merges included):
+:func:`allows_parallel_writers` tells an adapter whether its ingestion units may run at once,
+and :func:`writer_lock` is a no-op there. :func:`check_connection` fails early, with the URL
+(password masked) and what is wrong, before anything is loaded.
 """
 
 from __future__ import annotations
@@ -19,6 +27,60 @@ from pathlib import Path
 import duckdb
 
 DEFAULT_LOCK_TIMEOUT = 300.0
+Location = Path | str
+
+
+def is_postgres(location: Location | None) -> bool:
+    """True for a ``postgresql://`` (or ``postgres://``) URL."""
+    return isinstance(location, str) and location.split("://", 1)[0] in ("postgresql", "postgres")
+
+
+def allows_parallel_writers(location: Location | None = None) -> bool:
+    """May several ingestion units write to this warehouse at once? PostgreSQL yes, DuckDB no.
+
+    ``location`` defaults to the configured warehouse (``QUARTET_WAREHOUSE_URL``, else DuckDB).
+    """
+    if location is None:
+        from core import settings
+
+        location = settings.warehouse_url()
+    return is_postgres(location)
+
+
+def loader_file_format(location: Location, configured: str) -> str:
+    """dlt's loader file format for this engine: the configured one on DuckDB (parquet), CSV
+    (PostgreSQL's COPY) on PostgreSQL, where parquet would need an ADBC driver."""
+    return "csv" if is_postgres(location) and configured == "parquet" else configured
+
+
+class WarehouseConnectionError(RuntimeError):
+    """The PostgreSQL warehouse cannot be reached; names the URL (password masked)."""
+
+
+def check_connection(location: Location) -> None:
+    """Fail early, before anything is loaded, when a PostgreSQL warehouse cannot be used."""
+    if not is_postgres(location):
+        return
+    import psycopg2
+
+    from core.postgres import mask
+
+    try:
+        psycopg2.connect(location, connect_timeout=5).close()
+    except psycopg2.OperationalError as exc:
+        text = str(exc).strip()
+        if "password authentication failed" in text:
+            why = "the password (or user) was rejected"
+        elif "does not exist" in text and "database" in text:
+            why = "the database does not exist (create it, or use `--warehouse postgres`)"
+        elif "Connection refused" in text or "could not connect" in text or "timeout" in text:
+            why = "the server is unreachable (is it running? `quartet postgres up`)"
+        else:
+            why = "the connection failed"
+        raise WarehouseConnectionError(
+            f"warehouse {mask(location)}: {why}: {text.splitlines()[-1] if text else exc!r}. "
+            "Nothing was loaded."
+        ) from None
 
 
 class WarehouseBusyError(RuntimeError):
@@ -54,12 +116,17 @@ def _duckdb_holder(path: Path) -> str | None:
 
 @contextlib.contextmanager
 def writer_lock(
-    path: Path, *, timeout: float | None = None, purpose: str = "write"
+    path: Location, *, timeout: float | None = None, purpose: str = "write"
 ) -> Iterator[None]:
     """Hold the warehouse for writing: a lock file for Quartet's own runs, then DuckDB's own lock.
 
     Waits up to ``timeout`` seconds, printing who it waits for, then raises WarehouseBusyError.
+    A PostgreSQL warehouse (a URL) needs no lock: this yields at once.
     """
+    if is_postgres(path):
+        yield
+        return
+    path = Path(path)
     timeout = lock_timeout() if timeout is None else timeout
     path.parent.mkdir(parents=True, exist_ok=True)
     lock_file = path.with_name(path.name + ".lock")
@@ -96,8 +163,36 @@ def writer_lock(
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def table_counts(path: Path, schemas: tuple[str, ...]) -> dict[str, int]:
+def _postgres_counts(url: str, schemas: tuple[str, ...]) -> dict[str, int]:
+    import psycopg2
+    from psycopg2 import sql
+
+    con = psycopg2.connect(url, connect_timeout=10)
+    try:
+        with con.cursor() as cur:
+            cur.execute(
+                "select table_schema, table_name from information_schema.tables "
+                "where table_schema = any(%s) order by 1, 2",
+                (list(schemas),),
+            )
+            counts = {}
+            for schema, table in cur.fetchall():
+                cur.execute(
+                    sql.SQL("select count(*) from {}.{}").format(
+                        sql.Identifier(schema), sql.Identifier(table)
+                    )
+                )
+                counts[f"{schema}.{table}"] = cur.fetchone()[0]
+            return counts
+    finally:
+        con.close()
+
+
+def table_counts(path: Location, schemas: tuple[str, ...]) -> dict[str, int]:
     """Row count of every table of ``schemas`` (``schema.table`` -> rows); {} if no file yet."""
+    if is_postgres(path):
+        return _postgres_counts(path, schemas)
+    path = Path(path)
     if not path.exists():
         return {}
     con = duckdb.connect(str(path), read_only=True)

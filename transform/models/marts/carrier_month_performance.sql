@@ -1,5 +1,5 @@
 -- On-time performance per carrier and month. on_time_share is over flights that arrived
--- (those with an arrival delay); cancelled and diverted flights are counted apart.
+-- (those with an arrival delay; macros/on_time.sql); cancelled and diverted flights are counted apart.
 with flights as (
 
     select * from {{ ref('fct_flights') }}
@@ -10,14 +10,15 @@ aggregated as (
 
     select
         carrier_code,
-        any_value(carrier_name) as carrier_name,
+        {{ dbt.any_value('carrier_name') }} as carrier_name,
         year,
         month,
         count(*) as flights,
         count(*) filter (where is_cancelled) as cancelled,
         count(arr_delay) as arrived,
         count(*) filter (where is_on_time) as on_time,
-        round(avg(arr_delay), 2) as avg_arr_delay
+        {{ on_time_share() }} as on_time_share,
+        {{ round_to('avg(arr_delay)', 2) }} as avg_arr_delay
     from flights
     group by carrier_code, year, month
 
@@ -35,7 +36,7 @@ final as (
         cancelled,
         arrived,
         on_time,
-        case when arrived > 0 then round(on_time / arrived, 4) end as on_time_share,
+        on_time_share,
         avg_arr_delay
     from aggregated
 

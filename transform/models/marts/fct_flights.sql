@@ -44,7 +44,7 @@ final as (
         air_time,
         distance,
         dep_time is null as is_cancelled,
-        case when arr_delay is null then null else arr_delay <= 15 end as is_on_time,
+        {{ is_on_time('arr_delay') }} as is_on_time,
         plane_manufacturer,
         plane_model,
         plane_year_built,

@@ -28,8 +28,8 @@ final as (
         weather_condition,
         count(*) as flights,
         count(*) filter (where is_cancelled) as cancelled,
-        round(avg(dep_delay), 2) as avg_dep_delay,
-        round(count(*) filter (where dep_delay > 15) / nullif(count(dep_delay), 0), 4)
+        {{ round_to('avg(dep_delay)', 2) }} as avg_dep_delay,
+        {{ share('count(*) filter (where ' ~ is_late('dep_delay') ~ ')', 'count(dep_delay)', 4) }}
             as delayed_departure_share
     from classified
     group by origin, weather_condition
