@@ -1,78 +1,219 @@
-"""AIRFLOW_HOME under .quartet/airflow/home and the settings every Airflow process shares.
+"""AIRFLOW_HOME, the settings every Airflow process shares, and the services that run it.
 
-Airflow reads its configuration when it is first imported, so :func:`configure` runs before
-any ``import airflow``; the services started by ``ui`` inherit the same environment.
+Airflow reads its configuration when it is first imported, so :func:`configure` runs before any
+``import airflow`` (the kit calls it before the adapter's modules load). Two homes:
+
+* dev mode (``run``, ``ui``): ``.quartet/airflow/home``, SQLite metadata;
+* deployed mode (``up``): ``.quartet/airflow/deployed``, metadata on PostgreSQL.
+
+:func:`services` is the one place that says how ``api-server``, ``scheduler``, ``dag-processor``
+and ``triggerer`` are started and what they must agree on (one JWT secret, one metadata DB, the
+execution API URL); ``ui`` and ``deploy`` both start them from here.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from core import settings
+from core import kit, settings
+from core.kit import Service
 from orchestrators.airflow import DAGS_FOLDER, NAME, SOURCE_API_CONN, WAREHOUSE_POOL
+
+USER = "admin"
+#: each slot of the LocalExecutor pre-forks a worker process (~180 MB each): keep it small
+PARALLELISM = 2
+SOURCE_API_CONN_ENV = f"AIRFLOW_CONN_{SOURCE_API_CONN.upper()}"
 
 
 def airflow_home() -> Path:
-    return settings.state_dir() / NAME / "home"
+    return kit.home(NAME)
+
+
+def deployed_home() -> Path:
+    path = settings.orchestrator_dir(NAME) / "deployed"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def bin_dir() -> str:
+    return str(Path(sys.executable).parent)
+
+
+def airflow_env(home: Path, sql_alchemy_conn: str) -> dict[str, str]:
+    """What every Airflow process of one home reads: the home, the metadata DB, the executor."""
+    path = os.environ.get("PATH", "")
+    if bin_dir() not in path.split(os.pathsep):
+        # Cosmos finds dbt on PATH; the venv's bin is not on it when Python is called by path
+        path = bin_dir() + os.pathsep + path
+    return {
+        "PATH": path,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # the DAG file reads dbt's manifest (prepared before any service starts); on a busy
+        # machine importing dbt and Cosmos alone can take longer than Airflow's default 30 s
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "180",
+        "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "240",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_alchemy_conn,
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM),
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(PARALLELISM),
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "AIRFLOW__COSMOS__CACHE_DIR": str(home / "cosmos"),
+        "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+        **settings.QUIET_ENV,
+    }
 
 
 def configure() -> Path:
-    """Point this process (and its children) at the gitignored AIRFLOW_HOME; returns it."""
+    """Point this process (and its children) at the dev-mode AIRFLOW_HOME; returns it."""
     home = airflow_home()
-    home.mkdir(parents=True, exist_ok=True)
-    bin_dir = str(Path(sys.executable).parent)
-    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
-        # Cosmos finds dbt on PATH (TRAPS.md); the venv's bin is not on it when called by path
-        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    os.environ.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "2",
-            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "2",
-            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-            "AIRFLOW__COSMOS__CACHE_DIR": str(home / "cosmos"),
-            "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
-            **settings.QUIET_ENV,
-        }
-    )
+    os.environ.update(airflow_env(home, f"sqlite:///{home / 'airflow.db'}"))
     settings.for_pipeline(NAME)  # exports QUARTET_WAREHOUSE for dbt's profiles.yml
     return home
 
 
-def migrate() -> None:
-    """``airflow db migrate`` once per home (and per Airflow version), then the writer pool."""
+def secret(home: Path, name: str, make=lambda: secrets.token_urlsafe(24)) -> str:
+    """A secret generated once into ``home/name`` (mode 600) and read back afterwards."""
+    path = home / name
+    if not path.exists():
+        path.write_text(make())
+        path.chmod(0o600)
+    return path.read_text()
+
+
+def passwords_file(home: Path) -> Path:
+    """The simple auth manager's users and passwords (one ``admin``, generated once)."""
+    secret(
+        home,
+        "simple_auth_manager_passwords.json",
+        lambda: json.dumps({USER: secrets.token_urlsafe(12)}),
+    )
+    return home / "simple_auth_manager_passwords.json"
+
+
+def password(home: Path) -> str:
+    return json.loads(passwords_file(home).read_text())[USER]
+
+
+def migrate(env: dict[str, str], home: Path) -> None:
+    """``airflow db migrate`` once per home and Airflow version (a stamp file remembers it)."""
     from importlib.metadata import version
 
-    home = configure()
     stamp = home / "migrated"
     wanted = version("apache-airflow")
-    if not stamp.exists() or stamp.read_text() != wanted:
-        subprocess.run(
+    if stamp.exists() and stamp.read_text() == wanted:
+        return
+    log = kit.log_dir(NAME) / f"migrate-{home.name}.log"
+    with open(log, "ab") as out:
+        done = subprocess.run(
             [sys.executable, "-m", "airflow", "db", "migrate"],
-            check=True,
-            stdout=subprocess.DEVNULL,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
-        stamp.write_text(wanted)
+    if done.returncode:
+        raise kit.ServiceError(f"airflow db migrate failed (exit {done.returncode}); see {log}")
+    stamp.write_text(wanted)
+
+
+def migrate_dev() -> Path:
+    """The dev-mode metadata DB migrated, with the one-slot writer pool; returns the home."""
+    from core.dbt import prepare_manifest
+
+    home = configure()
+    prepare_manifest()  # here, not inside the DAG file's import under Airflow's timeout
+    migrate({}, home)
     from airflow.models.pool import Pool
 
     Pool.create_or_update_pool(
         WAREHOUSE_POOL,
         slots=1,
-        description="one writer at a time on warehouse/airflow.duckdb",
+        description="one writer at a time on the DuckDB warehouse",
         include_deferred=False,
     )
+    return home
 
 
-def source_api_connection(url: str, token: str) -> None:
-    """The API as an Airflow connection (token as its password: masked in logs and the UI)."""
-    os.environ[f"AIRFLOW_CONN_{SOURCE_API_CONN.upper()}"] = json.dumps(
-        {"conn_type": "http", "host": url, "password": token}
-    )
+def source_api_connection(url: str, token: str) -> dict[str, str]:
+    """The API as an Airflow connection from the environment: its token is the password, so
+    Airflow masks it in task logs, and an env connection is never written to the metadata DB."""
+    value = json.dumps({"conn_type": "http", "host": url, "password": token})
+    os.environ[SOURCE_API_CONN_ENV] = value
+    return {SOURCE_API_CONN_ENV: value}
+
+
+@dataclass(frozen=True)
+class Ports:
+    api: int
+    worker_logs: int
+    trigger_logs: int
+
+
+def service_env(home: Path, ports: Ports, sql_alchemy_conn: str) -> dict[str, str]:
+    """The settings api-server, scheduler, dag-processor and triggerer must agree on: one JWT
+    secret (else "Signature verification failed"), one metadata DB, and the execution API URL
+    the task processes call back (the api-server is not on Airflow's default port)."""
+    url = f"http://127.0.0.1:{ports.api}"
+    return {
+        **airflow_env(home, sql_alchemy_conn),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(ports.api),
+        "AIRFLOW__API__BASE_URL": url,
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API__SECRET_KEY": secret(home, "api_secret_key"),
+        "AIRFLOW__API_AUTH__JWT_SECRET": secret(home, "jwt_secret"),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(home)),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports.worker_logs),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports.trigger_logs),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "QUARTET_WAREHOUSE": str(settings.for_pipeline(NAME, export=False).warehouse),
+    }
+
+
+#: the services, in start order (the api-server first: the others call its execution API)
+SERVICES = ("api-server", "dag-processor", "scheduler", "triggerer")
+
+
+def services(home: Path, env: dict[str, str], ports: Ports, names=SERVICES) -> list[Service]:
+    """One :class:`core.kit.Service` per Airflow service; the api-server is ready when its
+    health endpoint answers, the others once the api-server reports them healthy."""
+    url = f"http://127.0.0.1:{ports.api}"
+    logs = home / "logs" / "services"
+
+    def reported_healthy(component: str):
+        def check() -> bool:
+            import urllib.request
+
+            with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=5) as response:
+                health = json.load(response)
+            return health.get(component, {}).get("status") == "healthy"
+
+        return check
+
+    ready = {
+        "api-server": f"{url}/api/v2/monitor/health",
+        "scheduler": reported_healthy("scheduler"),
+        "dag-processor": reported_healthy("dag_processor"),
+        "triggerer": reported_healthy("triggerer"),
+    }
+    return [
+        Service(
+            name=name,
+            argv=[sys.executable, "-m", "airflow", name],
+            log=logs / f"{name}.log",
+            ready=ready[name],
+            env=env,
+            url=url if name == "api-server" else None,
+            stop_timeout=30,
+        )
+        for name in names
+    ]

@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 from core import dbt, settings
 from core.lineage import Graph, dbt_node_id
 from orchestrators.airflow import PIPELINE_DAG
@@ -18,10 +21,12 @@ def node_id(asset) -> str:
     return asset.name if asset.group == settings.RAW_SCHEMA else asset.name.split(".", 1)[1]
 
 
-def declared(dag=None) -> Graph:
-    from orchestrators.airflow.runner import load_dag
+def declared_graph(dag=None) -> Graph:
+    from orchestrators.airflow.run import load_dag
 
-    dag = dag or load_dag(PIPELINE_DAG)
+    if dag is None:
+        with contextlib.redirect_stdout(sys.stderr):  # Airflow's parsing logs go to stdout
+            dag = load_dag(PIPELINE_DAG)
     manifest = dbt.load_manifest()
     graph = Graph()
     dbt_group = dag.task_group_dict["dbt"]

@@ -36,8 +36,8 @@ from cosmos.constants import (
 )
 from cosmos.operators.local import DbtTestLocalOperator
 
-from core import dbt, settings
-from core.ingestion import load_config
+from core import dbt, kit, settings
+from core.ingestion import load_config, parse_partition
 from orchestrators.airflow import (
     INGEST_DAG,
     MARTS_DAG,
@@ -50,6 +50,7 @@ from orchestrators.airflow import (
 )
 
 CONFIG = load_config()
+POLICY = kit.policy()
 WAREHOUSE = settings.for_pipeline(NAME).warehouse  # also exports QUARTET_WAREHOUSE for dbt
 MANIFEST_PATH = dbt.prepare_manifest()
 MANIFEST = json.loads(MANIFEST_PATH.read_text())
@@ -81,8 +82,9 @@ MART_ASSETS = [
 ]
 
 # -- Run policy ------------------------------------------------------------------------------
-START = datetime(2013, 1, 1, tzinfo=UTC)
-END = datetime(2013, 12, 31, tzinfo=UTC)
+# the partition range: the first and the last month's run (its data interval is that month)
+START = datetime(*parse_partition(CONFIG.partitions_from), 1, tzinfo=UTC)
+END = datetime(*parse_partition(CONFIG.partitions_to), 1, tzinfo=UTC)
 PARAMS = {
     "as_of": Param(
         None,
@@ -102,11 +104,11 @@ WRITER_ARGS = {
     "pool": WAREHOUSE_POOL,  # one slot: one writer on the DuckDB file at a time
     "on_failure_callback": tasks.alert_on_failure,
 }
-INGEST_RETRIES = {
-    "retries": 3,
-    "retry_delay": timedelta(seconds=5),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": timedelta(minutes=1),
+INGEST_RETRIES = {  # for transient failures only: tasks.ingest_resource fails the rest at once
+    "retries": POLICY.unit_retries,
+    "retry_delay": timedelta(seconds=POLICY.retry_delay_seconds),
+    "retry_exponential_backoff": POLICY.retry_backoff,
+    "max_retry_delay": timedelta(seconds=POLICY.max_retry_delay_seconds),
 }
 
 
@@ -195,7 +197,7 @@ def transformation() -> DbtTaskGroup:
 # -- The DAGs ----------------------------------------------------------------------------------
 with DAG(
     PIPELINE_DAG,
-    schedule=CronDataIntervalTimetable("@monthly", timezone="UTC"),
+    schedule=CronDataIntervalTimetable(POLICY.schedule, timezone="UTC"),
     **dag_args("The full pipeline: ingest every resource, then build the dbt project."),
 ) as pipeline_dag:
     ingestion() >> transformation()
@@ -226,17 +228,25 @@ with DAG(
 
     report_marts()
 
+# the watch DAG runs a sensor every few polls; a run ends (soft fail) before the next starts
+WATCH_EVERY = timedelta(seconds=POLICY.source_poll_seconds * 10)
+
 with DAG(
     WATCH_DAG,
-    schedule="*/10 * * * *",
-    start_date=datetime(2024, 1, 1, tzinfo=UTC),
+    schedule=WATCH_EVERY,
+    start_date=START,
     catchup=False,
     max_active_runs=1,
     tags=["quartet"],
     doc_md="Event trigger: runs the pipeline when the source API has published new data.",
 ):
 
-    @task.sensor(poke_interval=30, timeout=9 * 60, mode="reschedule", soft_fail=True)
+    @task.sensor(
+        poke_interval=POLICY.source_poll_seconds,
+        timeout=WATCH_EVERY.total_seconds() - POLICY.source_poll_seconds,
+        mode="reschedule",  # between pokes the sensor holds no executor slot
+        soft_fail=True,
+    )
     def new_source_data() -> PokeReturnValue:
         """Done when the API's watermark is past the newest record the warehouse has loaded."""
         status = tasks.source_status()

@@ -10,16 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from core import settings
 from orchestrators.airflow import PIPELINE_DAG, environment
 
 
 @pytest.fixture(scope="session")
 def airflow_home(quartet_home: Path) -> Path:
     """A migrated metadata DB (``airflow db migrate``) with the writer pool."""
-    home = environment.configure()
-    environment.migrate()
-    return home
+    return environment.migrate_dev()
 
 
 @pytest.fixture(scope="session")
@@ -47,17 +44,16 @@ def connect(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture
-def own_api(monkeypatch: pytest.MonkeyPatch, connect):
+def own_api(connect):
     """Start a source API with special settings (faults, malformed data) for one test."""
     from contextlib import ExitStack
 
-    from core.source_api import SourceAPIConfig, running_source_api
+    from tests.helpers import own_source_api
 
     stack = ExitStack()
 
     def start(**config) -> tuple[str, str]:
-        monkeypatch.delenv(settings.SOURCE_API_URL_ENV, raising=False)
-        url, token = stack.enter_context(running_source_api(SourceAPIConfig(**config)))
+        url, token = stack.enter_context(own_source_api(**config))
         connect(url, token)
         return url, token
 

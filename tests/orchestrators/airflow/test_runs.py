@@ -2,36 +2,29 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from core import pipeline, settings
-from core.fingerprint import describe_diffs, diff, fingerprint
+from core.fingerprint import diff, fingerprint
 from orchestrators.airflow import NAME, PIPELINE_DAG
-from orchestrators.airflow.runner import failures, run_once
-
-JANUARY = "2013-01-31"
-
-
-def wipe_warehouse() -> Path:
-    """Remove the airflow warehouse and its dlt state: the next run starts from nothing."""
-    pipeline = settings.for_pipeline(NAME)
-    for path in pipeline.warehouse.parent.glob(pipeline.warehouse.name + "*"):
-        path.unlink()
-    shutil.rmtree(pipeline.pipelines_dir, ignore_errors=True)
-    return pipeline.warehouse
+from orchestrators.airflow.run import failures, run_once
+from tests.helpers import JANUARY, assert_same_as_bare, months_loaded
+from tests.helpers import fresh_warehouse as wipe_warehouse
 
 
 @pytest.fixture
 def fresh_warehouse() -> Path:
-    return wipe_warehouse()
+    return wipe_warehouse(NAME)
 
 
 def assert_same(expected, path) -> None:
-    diffs = diff(expected, fingerprint(path))
-    assert diffs == [], describe_diffs("bare", path.name, diffs)
+    assert_same_as_bare(path, expected)
+
+
+def task_instance(dag_run, task_id: str):
+    return next(ti for ti in dag_run.get_task_instances() if ti.task_id == task_id)
 
 
 def states(dag_run) -> dict[str, str]:
@@ -44,7 +37,7 @@ def january_run(pipeline_dag, bare_january, source_api):
     from orchestrators.airflow import environment
 
     environment.source_api_connection(source_api.url, source_api.token)
-    warehouse = wipe_warehouse()
+    warehouse = wipe_warehouse(NAME)
     dag_run = run_once(pipeline_dag, as_of=JANUARY)
     return dag_run, warehouse
 
@@ -99,6 +92,8 @@ def test_months_backfilled_in_shuffled_order_match_in_order(
         dag_run = run_once(pipeline_dag, as_of=as_of, partition=partition)
         assert dag_run.state == "success", failures(dag_run)
         assert dag_run.conf["partition"] == partition
+        assert months_loaded(fresh_warehouse)[0 if partition == "2013-02" else -1] == "2013-02"
+    assert months_loaded(fresh_warehouse) == months
     assert_same(expected, fresh_warehouse)
 
 
@@ -125,3 +120,30 @@ def test_failing_dbt_test_fails_the_run_blocks_marts_and_alerts(
     assert alert["run_id"] == dag_run.run_id and alert["status"] == "failed"
     assert "stg_flights" in alert["error"] and "accepted_values" in alert["error"]
     assert token not in str(alert) and settings.DEV_API_TOKEN not in str(alert)
+
+
+def test_wrong_token_fails_at_once_without_retries(
+    pipeline_dag, source_api, connect, fresh_warehouse
+):
+    """A token the API refuses fails the same way every time: the task is not retried."""
+    connect(source_api.url, "not-the-token")
+    dag_run = run_once(pipeline_dag, as_of=JANUARY)
+    assert dag_run.state == "failed"
+    failed = [ti for ti in dag_run.get_task_instances() if ti.state == "failed"]
+    assert failed and all(ti.task_id.startswith("ingest.") for ti in failed)
+    assert {ti.try_number for ti in failed} == {1}  # no retry happened
+    assert pipeline_dag.get_task("ingest.flights").retries > 0  # (retries exist: not used here)
+
+
+def test_after_a_malformed_record_the_next_good_run_succeeds(
+    pipeline_dag, own_api, connect, source_api, fresh_warehouse, bare_january
+):
+    own_api(malformed=("flights:missing_key:2013-01-15",))
+    dag_run = run_once(pipeline_dag, as_of=JANUARY)
+    assert dag_run.state == "failed"
+    flights = task_instance(dag_run, "ingest.flights")
+    assert (flights.state, flights.try_number) == ("failed", 1)  # not retried: it would fail again
+    connect(source_api.url, source_api.token)  # the good API
+    dag_run = run_once(pipeline_dag, as_of=JANUARY)
+    assert dag_run.state == "success", failures(dag_run)
+    assert_same(bare_january, fresh_warehouse)

@@ -13,8 +13,8 @@ import urllib.request
 import pytest
 
 from core import settings
+from core.net import free_port
 from orchestrators.airflow import PIPELINE_DAG
-from orchestrators.airflow.ui import free_port
 
 
 def call(url: str, token: str | None = None, body: dict | None = None) -> dict | str:

@@ -1,4 +1,4 @@
-"""The DAG files load cleanly and declare what the adapter promises (no runs here)."""
+"""The DAG file loads cleanly and declares what the adapter promises (fast: no runs here)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 
 from core import settings
 from core.ingestion import load_config
+from core.kit import policy
 from core.lineage import canonical
 from orchestrators.airflow import (
     INGEST_DAG,
@@ -44,14 +45,15 @@ def test_writer_policy_schedule_and_retries(pipeline_dag, dag_bag):
 
     assert pipeline_dag.max_active_runs == 1
     assert isinstance(pipeline_dag.timetable, CronDataIntervalTimetable)
-    assert pipeline_dag.timetable.expression == "0 0 1 * *"  # @monthly
+    assert pipeline_dag.timetable.expression == policy().schedule  # monthly
     assert Pool.get_pool(WAREHOUSE_POOL).slots == 1
     for dag_id in (PIPELINE_DAG, INGEST_DAG, TRANSFORM_DAG):
         for task in dag_bag.get_dag(dag_id).tasks:
             assert task.pool == WAREHOUSE_POOL, task.task_id
             assert task.on_failure_callback, task.task_id
     ingest = pipeline_dag.get_task("ingest.flights")
-    assert 0 < ingest.retries <= 5 and ingest.max_retry_delay is not None
+    assert ingest.retries == policy().unit_retries
+    assert ingest.max_retry_delay.total_seconds() == policy().max_retry_delay_seconds
 
 
 def test_every_table_is_an_asset_and_marts_schedule_a_dag(pipeline_dag, dag_bag):
@@ -70,9 +72,9 @@ def test_every_table_is_an_asset_and_marts_schedule_a_dag(pipeline_dag, dag_bag)
 
 
 def test_lineage_equals_canonical(pipeline_dag):
-    from orchestrators.airflow.lineage import declared
+    from orchestrators.airflow.lineage import declared_graph
 
-    assert canonical().difference(declared(pipeline_dag)) == []
+    assert canonical().difference(declared_graph(pipeline_dag)) == []
 
 
 def test_token_is_not_in_the_serialized_dags(dag_bag, source_api):
@@ -108,3 +110,41 @@ def test_data_interval_is_the_partition():
         "2013-06-30",
         ("weather",),
     )
+
+
+def test_only_transient_failures_are_retried():
+    """Errors no retry fixes fail the task at once; a held warehouse or a lost worker retries."""
+    from types import SimpleNamespace
+
+    from core.dbt import DbtBuildError
+    from core.ingestion import ConfigError
+    from core.pipeline import IngestionError
+    from core.source import MalformedRecordError
+    from core.warehouse import WarehouseBusyError
+    from orchestrators.airflow.tasks import no_retry_fixes
+
+    def raised_from(cause: BaseException) -> IngestionError:
+        try:
+            raise IngestionError("ingesting flights failed") from cause
+        except IngestionError as exc:
+            return exc
+
+    unauthorized = OSError("401 Client Error")
+    unauthorized.response = SimpleNamespace(status_code=401)
+    assert no_retry_fixes(raised_from(unauthorized))
+    assert no_retry_fixes(raised_from(MalformedRecordError("no primary key field 'id'")))
+    assert no_retry_fixes(raised_from(ConnectionRefusedError(111, "Connection refused")))
+    assert no_retry_fixes(ConfigError("bad --as-of"))
+    assert no_retry_fixes(DbtBuildError("dbt build failed", []))
+    assert not no_retry_fixes(WarehouseBusyError("held by another writer"))
+    busy = OSError("503 Service Unavailable")
+    busy.response = SimpleNamespace(status_code=503)
+    assert not no_retry_fixes(raised_from(busy))
+
+
+def test_progress_names_each_task_as_a_unit():
+    from orchestrators.airflow.run import unit_of
+
+    assert unit_of("ingest.flights") == ("ingest", "flights")
+    assert unit_of("dbt.stg_flights_model_build") == ("dbt", "stg_flights")
+    assert unit_of("dbt.raw_sources_test") == ("test", "raw_sources")

@@ -1,0 +1,296 @@
+"""Deployed mode: api-server, dag-processor, scheduler and triggerer on PostgreSQL, runs submitted
+through the REST API, a worker killed mid-load, a failed dbt task cleared and resumed.
+
+One deployment for the module (``up`` once, ``down`` at the end); every run goes through it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from core import settings
+from orchestrators.airflow import NAME, PIPELINE_DAG, TRANSFORM_DAG
+from tests.helpers import (
+    JANUARY,
+    assert_same_as_bare,
+    fresh_warehouse,
+    months_loaded,
+)
+
+
+def airflow(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``python -m orchestrators.airflow ARGS`` as ``quartet ... airflow`` runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrators.airflow", *args],
+        cwd=settings.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def fast_policy(home: Path) -> Path:
+    """The ingestion config with a short heartbeat: a dead worker is noticed in seconds."""
+    text = settings.INGESTION_CONFIG.read_text()
+    text = re.sub(r"(?m)^heartbeat_seconds = .*$", "heartbeat_seconds = 10", text)
+    path = home / "ingestion-deployed-test.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def deployed(quartet_home: Path, bare_january):
+    from core import postgres
+
+    os.environ["QUARTET_INGESTION_CONFIG"] = str(fast_policy(quartet_home))
+    ours = not os.environ.get(postgres.URL_ENV) and postgres.status() is None
+    up = airflow("up")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        from orchestrators.airflow import deploy
+
+        yield deploy
+    finally:
+        down = airflow("down")
+        os.environ.pop("QUARTET_INGESTION_CONFIG", None)
+        if ours:
+            postgres.down()
+    assert down.returncode == 0, down.stderr
+    assert "stopped scheduler" in down.stdout
+
+
+@pytest.fixture(scope="module")
+def api(deployed):
+    return deployed.api()
+
+
+def task_instances(api, dag_id: str, run_id: str) -> dict[str, dict]:
+    found = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=200")
+    return {ti["task_id"]: ti for ti in found["task_instances"]}
+
+
+def last_run(api, dag_id: str = PIPELINE_DAG) -> dict:
+    return api.get(f"/api/v2/dags/{dag_id}/dagRuns?order_by=-start_date&limit=1")["dag_runs"][0]
+
+
+def test_up_is_idempotent_and_status_names_every_service(deployed):
+    before = deployed.status()
+    assert set(before) == {"source-api", "api-server", "dag-processor", "scheduler", "triggerer"}
+    assert all(s["ready"] for s in before.values()), before
+    again = airflow("up")
+    assert again.returncode == 0, again.stderr
+    assert {n: s["pid"] for n, s in deployed.status().items()} == {
+        n: s["pid"] for n, s in before.items()
+    }
+    listed = airflow("status")
+    assert listed.returncode == 0 and listed.stdout.count("healthy") == len(before)
+
+
+def running_task(api, task_id: str, timeout: float = 600) -> dict:
+    """The task instance ``task_id`` of the running pipeline run, once it is running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = api.get(f"/api/v2/dags/{PIPELINE_DAG}/dagRuns?state=running&limit=5")["dag_runs"]
+        for run in runs:
+            ti = task_instances(api, PIPELINE_DAG, run["dag_run_id"]).get(task_id)
+            if ti and ti["state"] == "running":
+                return ti
+        time.sleep(0.5)
+    raise AssertionError(f"{task_id} did not start running within {timeout:.0f}s")
+
+
+def follow_in_background(*args: str) -> tuple[subprocess.Popen, list[str]]:
+    """``python -m orchestrators.airflow ARGS`` started, its output collected as it comes."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrators.airflow", *args],
+        cwd=settings.REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True).start()
+    return proc, output
+
+
+def test_backfill_survives_the_scheduler_killed_and_restarted(deployed, api):
+    """Two months through the backfill API; mid-way the scheduler (with its executor workers) is
+    killed -9 and started again by ``up``: both runs finish and no run history is lost."""
+    history = {r["dag_run_id"] for r in api.get(f"/api/v2/dags/{PIPELINE_DAG}/dagRuns")["dag_runs"]}
+    warehouse = fresh_warehouse(NAME)
+    submitted, output = follow_in_background(
+        "run",
+        "--deployed",
+        "--partition",
+        "2013-01",
+        "--partition",
+        "2013-02",
+        "--as-of",
+        "2013-02-28",
+    )
+    running_task(api, "ingest.flights")
+    scheduler = deployed.topology().service("scheduler")
+    os.killpg(scheduler.pid, signal.SIGKILL)  # the scheduler and every worker it forked
+    again = airflow("up")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert deployed.topology().service("scheduler").pid != scheduler.pid
+    assert submitted.wait(timeout=1200) == 0, "".join(output)
+    assert "backfill" in "".join(output)
+    runs = api.get(
+        f"/api/v2/dags/{PIPELINE_DAG}/dagRuns?run_type=backfill&order_by=logical_date&limit=10"
+    )["dag_runs"]
+    assert [(r["logical_date"][:7], r["state"]) for r in runs[-2:]] == [
+        ("2013-01", "success"),
+        ("2013-02", "success"),
+    ]
+    assert months_loaded(warehouse) == ["2013-01", "2013-02"]
+    after = {r["dag_run_id"] for r in api.get(f"/api/v2/dags/{PIPELINE_DAG}/dagRuns")["dag_runs"]}
+    assert history <= after
+
+
+def executor_worker(ti_id: str) -> int | None:
+    """The pid of the LocalExecutor's worker running the task instance ``ti_id``: its process
+    title is ``airflow worker -- LocalExecutor: <task instance id>``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if title.startswith("airflow worker -- LocalExecutor:") and ti_id in title:
+            return int(entry.name)
+    return None
+
+
+def descendants(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(entry.name))
+    return children + [d for c in children for d in descendants(c)]
+
+
+def test_run_through_the_rest_api_survives_its_worker_killed_mid_load(
+    deployed, api, bare_january, record_property
+):
+    """A run submitted through the REST API and followed; kill -9 the LocalExecutor's worker
+    loading flights: its heartbeat stops, the scheduler fails the try, the retry loads again,
+    the run succeeds and the warehouse equals bare's."""
+    warehouse = fresh_warehouse(NAME)
+    submitted, output = follow_in_background("run", "--deployed", "--as-of", JANUARY)
+    flights = running_task(api, "ingest.flights")
+    worker = executor_worker(flights["id"])
+    assert worker, "".join(output)
+    time.sleep(2)  # mid-load: the task has started fetching pages
+    victims = [worker, *descendants(worker)]
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    assert submitted.wait(timeout=900) == 0, "".join(output)
+    kill_to_success = time.monotonic() - killed
+    record_property("kill_to_success_seconds", round(kill_to_success, 1))
+    print(f"\nkill -9 of the flights worker -> run succeeded in {kill_to_success:.1f}s")
+    text = "".join(output)
+    assert "[airflow] ingest  flights" in text and "[airflow] dbt     fct_flights" in text
+    run = last_run(api)
+    assert (run["state"], run["run_type"], run["conf"]["as_of"]) == ("success", "manual", JANUARY)
+    flights = task_instances(api, PIPELINE_DAG, run["dag_run_id"])["ingest.flights"]
+    assert flights["try_number"] >= 2
+    first = api.get(
+        f"/api/v2/dags/{PIPELINE_DAG}/dagRuns/{run['dag_run_id']}/taskInstances/ingest.flights/tries/1"
+    )
+    assert first["state"] == "failed"
+    assert_same_as_bare(warehouse, bare_january)
+
+
+def test_clearing_a_failed_dbt_task_reruns_only_it_and_its_downstream(deployed, api, bare_january):
+    """A bad value fails stg_flights' tests; once the row is fixed, clearing that one task
+    (with its downstream) through the REST API finishes the run; stg_weather is not re-run."""
+    import duckdb
+
+    warehouse = settings.for_pipeline(NAME, export=False).warehouse
+    with duckdb.connect(str(warehouse)) as con:  # one raw row gets an origin no airport has
+        row_id, origin = con.execute("select id, origin from raw.flights limit 1").fetchone()
+        con.execute("update raw.flights set origin = 'ZZZ' where id = ?", [row_id])
+    api.call("PATCH", f"/api/v2/dags/{TRANSFORM_DAG}", {"is_paused": False})
+    run_id = api.call(
+        "POST", f"/api/v2/dags/{TRANSFORM_DAG}/dagRuns", {"logical_date": None, "conf": {}}
+    )["dag_run_id"]
+    run = deployed.follow(api, run_id, TRANSFORM_DAG)
+    before = task_instances(api, TRANSFORM_DAG, run_id)
+    assert run["state"] == "failed"
+    assert before["dbt.stg_flights_model_build"]["state"] == "failed"
+    assert before["dbt.fct_flights_model_build"]["state"] == "upstream_failed"
+    assert before["dbt.stg_weather_model_build"]["state"] == "success"
+
+    with duckdb.connect(str(warehouse)) as con:  # the fix upstream
+        con.execute("update raw.flights set origin = ? where id = ?", [origin, row_id])
+    cleared = api.call(
+        "POST",
+        f"/api/v2/dags/{TRANSFORM_DAG}/clearTaskInstances",
+        {
+            "dag_run_id": run_id,
+            "task_ids": ["dbt.stg_flights_model_build"],
+            "include_downstream": True,
+            "include_upstream": False,
+            "only_failed": False,
+            "reset_dag_runs": True,
+            "dry_run": False,
+        },
+    )
+    rerun_ids = {ti["task_id"] for ti in cleared["task_instances"]}
+    assert "dbt.stg_flights_model_build" in rerun_ids and "dbt.fct_flights_model_build" in rerun_ids
+    assert "dbt.stg_weather_model_build" not in rerun_ids
+    run = deployed.follow(api, run_id, TRANSFORM_DAG)
+    after = task_instances(api, TRANSFORM_DAG, run_id)
+    assert run["state"] == "success"
+    for task_id, ti in after.items():
+        if task_id in rerun_ids:
+            assert ti["state"] == "success", task_id
+        else:  # not downstream of the cleared task: left as it was, not run again
+            assert (ti["state"], ti["try_number"], ti["end_date"]) == (
+                before[task_id]["state"],
+                before[task_id]["try_number"],
+                before[task_id]["end_date"],
+            ), task_id
+    assert_same_as_bare(warehouse, bare_january)
+
+
+def test_token_is_in_no_log_and_no_metadata_table(deployed):
+    """The source API token reaches the tasks only as the connection's password."""
+    import psycopg2
+
+    token = deployed.source_api_token()
+    logs = [p for p in (deployed.home() / "logs").rglob("*") if p.is_file()]
+    logs += [p for p in settings.log_dir(NAME).rglob("*") if p.is_file()]
+    leaked = [str(p) for p in logs if token.encode() in p.read_bytes()]
+    assert leaked == []
+    url = "postgresql://" + deployed.metadata_url().split("://", 1)[1]
+    with psycopg2.connect(url) as con, con.cursor() as cur:
+        cur.execute(
+            "select table_name from information_schema.tables where table_schema = 'public'"
+        )
+        tables = [t for (t,) in cur.fetchall()]
+        found = []
+        for table in tables:
+            cur.execute(f'select count(*) from "{table}" t where t::text like %s', [f"%{token}%"])
+            if cur.fetchone()[0]:
+                found.append(table)
+    assert found == []
+    assert json.dumps(deployed.api().get("/api/v2/connections")).find(token) == -1

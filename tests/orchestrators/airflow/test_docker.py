@@ -1,0 +1,67 @@
+"""docker/airflow/: valid without a Docker engine, and the same services and settings as
+``quartet up airflow`` starts locally."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core import settings
+
+DOCKER = settings.REPO_ROOT / "docker" / "airflow"
+BIN = Path(sys.executable).parent
+#: what differs only because the local services are processes on one machine, not containers
+LOCAL_ONLY = {"PATH"}
+
+
+def compose() -> dict:
+    import yaml
+
+    return yaml.safe_load((DOCKER / "compose.yaml").read_text())
+
+
+def test_compose_file_is_valid_against_the_compose_spec():
+    done = subprocess.run(
+        [
+            BIN / "check-jsonschema",
+            "--builtin-schema",
+            "vendor.compose-spec",
+            DOCKER / "compose.yaml",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_dockerfile_passes_hadolint():
+    done = subprocess.run([BIN / "hadolint", DOCKER / "Dockerfile"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture
+def local_topology(quartet_home):
+    from orchestrators.airflow import deploy
+
+    env = deploy.deployed_env("postgresql+psycopg2://airflow@127.0.0.1/airflow")
+    return deploy.topology(env)
+
+
+def test_compose_services_and_settings_match_quartet_up(local_topology):
+    topology = local_topology
+    services = compose()["services"]
+    local = {s.name for s in topology.services}
+    assert {f"airflow-{n}" if n != "source-api" else n for n in local} | {
+        "postgres",
+        "airflow-init",
+    } == set(services)
+    for service in topology.services:
+        if service.name == "source-api":
+            continue
+        in_compose = set(services[f"airflow-{service.name}"]["environment"])
+        assert in_compose == set(service.env) - LOCAL_ONLY, service.name
+        assert services[f"airflow-{service.name}"]["command"] == service.argv[-1]
+    assert set(services["source-api"]["environment"]) >= {settings.SOURCE_API_TOKEN_ENV}
