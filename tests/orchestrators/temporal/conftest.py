@@ -12,15 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from orchestrators.temporal.server import DevServer, start_dev_server
+from core.net import free_port
+from orchestrators.temporal.deploy import temporal_server as server_service
+from orchestrators.temporal.run import Server
 
 
 @pytest.fixture(scope="session")
-def temporal_server(quartet_home: Path) -> Iterator[DevServer]:
-    """``temporal server start-dev`` on free loopback ports, SQLite file in the test home."""
-    server = start_dev_server(quartet_home / "temporal-tests.db", ui=False)
-    yield server
-    server.stop()
+def temporal_server(quartet_home: Path) -> Iterator[Server]:
+    """``temporal server start-dev`` on a free loopback port, SQLite file in the test home."""
+    port = free_port()
+    service = server_service(
+        quartet_home / "temporal-tests.db", quartet_home / "temporal-tests.log", port=port
+    )
+    with service.running_context(timeout=120):
+        yield Server(f"127.0.0.1:{port}", None)
 
 
 @pytest.fixture

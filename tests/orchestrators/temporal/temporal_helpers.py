@@ -3,34 +3,28 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 
 from temporalio.client import Client, WorkflowHandle
 
 from orchestrators.temporal.activities import PipelineActivities
-from orchestrators.temporal.server import DevServer
+from orchestrators.temporal.run import Server
 from orchestrators.temporal.starter import connect
 from orchestrators.temporal.worker import workers
 
 
 @contextlib.asynccontextmanager
 async def deployment(
-    server: DevServer, url: str, token: str, ui_url: str | None = None
+    server: Server, url: str, token: str, ui_url: str | None = None
 ) -> AsyncIterator[Client]:
     """A client and this process's worker (both task queues) for the duration."""
     client = await connect(server.address)
-    with ThreadPoolExecutor(max_workers=4) as executor:
-        queue_worker, warehouse_worker = workers(
-            client, PipelineActivities(url, token, ui_url=ui_url), executor
-        )
-        async with queue_worker, warehouse_worker:
-            yield client
+    async with workers(client, PipelineActivities(url, token, ui_url=ui_url)):
+        yield client
 
 
 async def activity_runs(handle: WorkflowHandle) -> list[dict]:
-    """Each activity attempt of a workflow: type, summary, attempt, started/closed event ids."""
+    """Each activity attempt of a workflow: type, input, attempt, worker, started/closed times."""
     scheduled: dict[int, dict] = {}
     runs: list[dict] = []
     started: dict[int, dict] = {}
@@ -62,12 +56,3 @@ async def activity_runs(handle: WorkflowHandle) -> list[dict]:
                     run["closed"] = event.event_time.ToDatetime()
                     run["outcome"] = field.split("_")[2]
     return runs
-
-
-def worker_env(server: DevServer, url: str, token: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "TEMPORAL_ADDRESS": server.address,
-        "SOURCE_API_URL": url,
-        "SOURCE_API_TOKEN": token,
-    }

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,19 +15,27 @@ import duckdb
 import pytest
 from temporal_helpers import activity_runs, deployment
 from temporalio.client import WorkflowFailureError
+from temporalio.service import RPCError
 
 from core import settings
 from core.fingerprint import diff, fingerprint
-from core.ingestion import load_config
 from core.source_api import SourceAPIConfig, api_status, running_source_api, set_clock
 from orchestrators.temporal import TASK_QUEUE
-from orchestrators.temporal.starter import ensure_schedule, start, start_watcher, workflow_id
+from orchestrators.temporal.starter import (
+    connect,
+    ensure_schedule,
+    start,
+    start_watcher,
+    workflow_id,
+)
 from orchestrators.temporal.workflows import (
     BackfillInput,
     PipelineInput,
     PipelineWorkflow,
+    RunPolicy,
 )
-from tests.conftest import JANUARY, bare_run
+from tests.conftest import bare_run
+from tests.helpers import JANUARY, assert_same_as_bare, expected
 
 WAREHOUSE_ACTIVITIES = {"ingest_resource", "build_model"}
 
@@ -49,6 +59,13 @@ def test_run_command_matches_bare_then_a_rerun_changes_nothing(
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert diff(bare_january, fingerprint(warehouse())) == []
+    # one line per unit (ingestion resource, dbt model), then where the full log is
+    units = [
+        line for line in completed.stdout.splitlines() if line.startswith("[temporal] ingest ")
+    ]
+    units += [line for line in completed.stdout.splitlines() if line.startswith("[temporal] dbt ")]
+    assert len(units) == expected().units, completed.stdout
+    assert "logs/run.log" in completed.stdout
 
     async def rerun():
         async with deployment(temporal_server, source_api.url, source_api.token) as client:
@@ -70,14 +87,14 @@ def test_run_command_matches_bare_then_a_rerun_changes_nothing(
 
     history, runs, results, both = asyncio.run(rerun())
     # what the workflow scheduled: one activity per resource and one per dbt model
-    assert sorted(r["type"] for r in runs).count("ingest_resource") == 5
-    assert sorted(r["type"] for r in runs).count("build_model") == 13
+    assert [r["type"] for r in runs].count("ingest_resource") == len(expected().resources)
+    assert [r["type"] for r in runs].count("build_model") == len(expected().models)
     assert source_api.token not in history  # the token is worker configuration only
     # the rerun changed nothing, and no two warehouse writers ever overlapped
     assert diff(bare_january, fingerprint(warehouse())) == []
     assert all(i.new_rows == 0 for result in results for i in result.ingested)
     writers = sorted((r["started"], r["closed"]) for r in both if r["type"] in WAREHOUSE_ACTIVITIES)
-    assert len(writers) == 5 + 13 + 5
+    assert len(writers) == expected().units + len(expected().resources)
     for (_, closed), (started, _) in itertools.pairwise(writers):
         assert closed <= started, "two warehouse activities ran at the same time"
 
@@ -111,7 +128,7 @@ def test_injected_api_faults_are_retried_to_the_same_warehouse(
                 return await handle.result()
 
         result = asyncio.run(main())
-    assert {i.resource for i in result.ingested} == set(load_config().resources)
+    assert {i.resource for i in result.ingested} == set(expected().resources)
     assert diff(bare_january, fingerprint(warehouse())) == []
 
 
@@ -180,7 +197,9 @@ def test_source_watcher_starts_a_run_when_the_api_clock_advances(
         async def main():
             async with deployment(temporal_server, url, token) as client:
                 baseline = api_status(url, token)["as_of"]
-                watcher = await start_watcher(client, last_as_of=baseline, poll_seconds=1)
+                watcher = await start_watcher(
+                    client, last_as_of=baseline, policy=RunPolicy(source_poll_seconds=1)
+                )
                 try:
                     await asyncio.sleep(3)  # a few polls: the clock has not moved, nothing runs
                     set_clock(url, token, "2013-02-28")
@@ -203,3 +222,48 @@ def test_source_watcher_starts_a_run_when_the_api_clock_advances(
     with duckdb.connect(warehouse(), read_only=True) as con:
         last_day = con.execute("select max(flight_date) from marts.fct_flights").fetchone()[0]
     assert str(last_day) == "2013-02-28"
+
+
+def test_killed_while_loading_flights_then_warehouse_deleted_rerun_equals_bare(
+    temporal_server, source_api, bare_january, fresh_home
+) -> None:
+    """kill -9 of `quartet run temporal` mid-flights; the user deletes the warehouse to start
+    over (dlt's working folder stays as the killed run left it); the rerun is bare's warehouse."""
+    command = [sys.executable, "-m", "orchestrators.temporal", "run", "--as-of", JANUARY]
+    env = {**os.environ, "TEMPORAL_ADDRESS": temporal_server.address}
+    first = subprocess.Popen(
+        command,
+        env=env,
+        cwd=settings.REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+
+    async def loading_flights() -> None:
+        client = await connect(temporal_server.address)
+        handle = client.get_workflow_handle(workflow_id(PipelineInput(as_of=JANUARY)))
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and first.poll() is None:
+            with contextlib.suppress(RPCError):
+                for pending in (await handle.describe()).raw_description.pending_activities:
+                    details = pending.heartbeat_details.payloads
+                    if details and b"loading flights" in details[0].data:
+                        return
+            await asyncio.sleep(0.1)
+        raise AssertionError("the flights activity was never seen running")
+
+    try:
+        asyncio.run(loading_flights())
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    path = settings.for_pipeline("temporal", export=False).warehouse
+    for stale in (path, path.with_name(path.name + ".wal")):
+        stale.unlink(missing_ok=True)
+    rerun = subprocess.run(
+        command, env=env, cwd=settings.REPO_ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-3000:]
+    assert_same_as_bare(path, bare_january)
+    flights = next(line for line in rerun.stdout.splitlines() if "ingest  flights" in line)
+    assert "+0 rows" not in flights, flights

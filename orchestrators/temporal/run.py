@@ -1,0 +1,87 @@
+"""Dev mode: ``quartet run temporal`` - a dev server, a worker in this process, one workflow.
+
+The server is TEMPORAL_ADDRESS when set; else the dev server a running ``quartet ui temporal``
+owns (so the run shows up there); else one started here on the SQLite file of the home and
+stopped at the end. The run is followed unit by unit; activities, dlt and dbt log to
+``.quartet/temporal/logs/run.log``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from temporalio.common import WorkflowIDConflictPolicy
+
+from core import kit
+from core.kit import progress
+from core.net import free_port
+from orchestrators.temporal import ADDRESS_ENV, PIPELINE, UI_URL_ENV
+
+
+@dataclass
+class Server:
+    address: str  # host:port of the frontend (gRPC)
+    ui_url: str | None
+
+
+@contextlib.contextmanager
+def dev_server(*, ui_port: int | None = None, ui: bool = False) -> Iterator[Server]:
+    """The server for a dev-mode command (see the module's docstring); stopped when it ends."""
+    from orchestrators.temporal.deploy import UI_PORT, temporal_server
+
+    if os.environ.get(ADDRESS_ENV):
+        yield Server(os.environ[ADDRESS_ENV], os.environ.get(UI_URL_ENV))
+        return
+    home = kit.home(PIPELINE)
+    published = home / "server.json"  # who owns the SQLite file, and where it listens
+    with open(home / "server.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            kit.wait_until(published.exists, what=f"the dev server of {home}", timeout=60)
+            info = json.loads(published.read_text())
+            progress.say(PIPELINE, f"using the dev server already running at {info['address']}")
+            yield Server(info["address"], info["ui_url"])
+            return
+        service = temporal_server(
+            home / "temporal.db",
+            kit.log_dir(PIPELINE) / "dev-server.log",
+            port=free_port(),
+            ui_port=free_port(ui_port or UI_PORT) if ui else None,
+        )
+        with service.running_context(kit.policy().healthy_timeout_seconds):
+            address = service.argv[service.argv.index("--port") + 1]
+            server = Server(f"127.0.0.1:{address}", service.url if ui else None)
+            published.write_text(json.dumps({"address": server.address, "ui_url": server.ui_url}))
+            try:
+                yield server
+            finally:
+                published.unlink(missing_ok=True)
+
+
+async def run_here(request: kit.RunRequest, server: Server, url: str, token: str) -> None:
+    """Start the workflow, with this process's worker polling, and follow it to its end."""
+    from orchestrators.temporal.activities import PipelineActivities
+    from orchestrators.temporal.starter import connect, follow, start, workflow_input
+    from orchestrators.temporal.worker import workers
+
+    client = await connect(server.address)
+    async with workers(client, PipelineActivities(url, token, ui_url=server.ui_url)):
+        run = workflow_input(request)
+        # a dev-mode run's worker dies with its command: a new command replaces such a run
+        handle = await start(client, run, conflict=WorkflowIDConflictPolicy.TERMINATE_EXISTING)
+        progress.say(PIPELINE, f"workflow {handle.id} on {server.address} ({request.label})")
+        await follow(client, handle, run)
+
+
+def run(request: kit.RunRequest) -> None:
+    log = progress.orchestrator_log(PIPELINE, ("temporalio", "dlt", "dbt"))
+    with kit.source_api() as (url, token), dev_server() as server:
+        asyncio.run(run_here(request, server, url, token))
+    progress.say(PIPELINE, f"run succeeded; the orchestrator's log: {log}")

@@ -1,0 +1,204 @@
+"""Deployed mode: a persistent server and two worker processes, runs submitted through the client.
+
+The topology is started once for this module (``quartet up temporal`` in a home of its own) and
+stopped at the end (``quartet down temporal``). The policy's heartbeat timeout is shortened (a
+configuration file of the test) so that a lost worker is noticed in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from temporal_helpers import activity_runs
+from temporalio.api.enums.v1 import PendingActivityState
+
+from core import settings
+from orchestrators.temporal import deploy
+from orchestrators.temporal.starter import SCHEDULE_ID, WATCHER_ID, connect, start, workflow_input
+from tests.helpers import JANUARY, assert_same_as_bare, expected, fresh_warehouse, quartet
+
+HEARTBEAT_SECONDS = 5
+
+
+@pytest.fixture(scope="module")
+def deployed(quartet_home: Path, source_api, tmp_path_factory) -> Iterator[dict]:
+    """``quartet up temporal`` in a home of its own; ``quartet down temporal`` at the end."""
+    from core import dbt
+
+    home = tmp_path_factory.mktemp("temporal-deployed")
+    prepared = dbt.prepare_manifest().parent  # the session's parse: dbt does not parse again
+    shutil.copytree(prepared, home / ".quartet" / prepared.name)
+    config = home / "ingestion.toml"
+    text = settings.INGESTION_CONFIG.read_text()
+    config.write_text(
+        re.sub(r"(?m)^heartbeat_seconds = .*$", f"heartbeat_seconds = {HEARTBEAT_SECONDS}", text)
+    )
+    saved = {k: os.environ.get(k) for k in ("QUARTET_HOME", "QUARTET_INGESTION_CONFIG")}
+    os.environ.update(QUARTET_HOME=str(home), QUARTET_INGESTION_CONFIG=str(config))
+    started = time.monotonic()
+    up = quartet("up", "temporal", timeout=300)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield {"home": home, "up": up, "up_seconds": time.monotonic() - started}
+    finally:
+        down = quartet("down", "temporal", timeout=120)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        assert down.returncode == 0, down.stderr
+
+
+def rss_mb(pid: int) -> int:
+    """Resident memory of a process and its children (the dev server has none), in MB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) // 1024
+
+
+def warehouse() -> Path:
+    return settings.for_pipeline("temporal", export=False).warehouse
+
+
+def test_up_starts_the_server_and_two_workers_healthy_and_twice_is_harmless(deployed) -> None:
+    status = json.loads(quartet("status", "temporal", "--json").stdout)
+    assert {"server", "worker-1", "worker-2"} <= set(status)
+    assert all(s["ready"] for s in status.values()), status
+    rss = {name: rss_mb(s["pid"]) for name, s in status.items()}
+    print(f"up to healthy {deployed['up_seconds']:.1f}s; idle RSS MB {rss}")
+    again = quartet("up", "temporal", timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(quartet("status", "temporal", "--json").stdout) == status  # same pids
+    assert (deployed["home"] / ".quartet/temporal/deployed/temporal.db").exists()  # persistent
+
+    async def on_the_server():
+        client = await connect(deploy.address())
+        schedule = await client.get_schedule_handle(SCHEDULE_ID).describe()
+        watcher = await client.get_workflow_handle(WATCHER_ID).describe()
+        return schedule, watcher
+
+    schedule, watcher = asyncio.run(on_the_server())
+    assert schedule.schedule.action.workflow == "PipelineWorkflow"
+    assert watcher.status.name == "RUNNING"
+
+
+def test_deployed_run_is_submitted_followed_and_equals_bare(
+    deployed, bare_january, source_api
+) -> None:
+    run = quartet("run", "temporal", "--deployed", "--as-of", JANUARY, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert_same_as_bare(warehouse(), bare_january)
+    lines = [
+        line for line in run.stdout.splitlines() if re.match(r"\[temporal\] (ingest|dbt) ", line)
+    ]
+    assert len(lines) == expected().units, run.stdout
+
+    # the token is worker configuration: never in history, the server's database or its log
+    async def history() -> str:
+        client = await connect(deploy.address())
+        handle = client.get_workflow_handle(workflow_input_id())
+        return (await handle.fetch_history()).to_json()
+
+    assert source_api.token not in asyncio.run(history())
+    state = deployed["home"] / ".quartet/temporal"
+    for path in [*state.glob("deployed/temporal.db*"), *state.glob("logs/*.log")]:
+        assert source_api.token.encode() not in path.read_bytes(), path
+
+
+def workflow_input_id() -> str:
+    from core.kit import RunRequest
+    from orchestrators.temporal.starter import workflow_id
+
+    return workflow_id(workflow_input(RunRequest(name="temporal", as_of=JANUARY)))
+
+
+async def started_activity(handle, resource: str, timeout: float = 300) -> str:
+    """The identity of the worker once the server reports ``ingest <resource>`` started."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        for pending in (await handle.describe()).raw_description.pending_activities:
+            details = pending.heartbeat_details.payloads  # "loading <resource>"
+            if (
+                pending.activity_type.name == "ingest_resource"
+                and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                and details
+                and f"loading {resource}" in details[0].data.decode()
+            ):
+                return pending.last_worker_identity
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"ingest {resource} did not start within {timeout:.0f}s")
+
+
+def test_worker_killed_while_loading_flights_the_other_worker_finishes(
+    deployed, bare_january
+) -> None:
+    fresh_warehouse("temporal")
+    pids = {deploy.topology().service(w).pid for w in deploy.WORKERS}
+
+    async def main():
+        client = await connect(deploy.address())
+        handle = await start(client, workflow_input_for_kill())
+        identity = await started_activity(handle, "flights")
+        victim = int(identity.split("@")[0])
+        assert victim in pids
+        os.kill(victim, signal.SIGKILL)  # a worker this module's `up` started
+        killed = time.monotonic()
+        await handle.result()
+        return victim, time.monotonic() - killed, await activity_runs(handle)
+
+    victim, kill_to_success, runs = asyncio.run(main())
+    flights = [r for r in runs if r["type"] == "ingest_resource" and '"flights"' in r["input"]]
+    assert flights[-1]["attempt"] > 1 and not flights[-1]["identity"].startswith(f"{victim}@")
+    assert_same_as_bare(warehouse(), bare_january)
+    print(f"kill-to-success {kill_to_success:.1f}s (heartbeat timeout {HEARTBEAT_SECONDS}s)")
+    again = quartet("up", "temporal", timeout=120)  # up restores the fleet: a new worker-N
+    assert again.returncode == 0 and all(
+        s["ready"] for s in json.loads(quartet("status", "temporal", "--json").stdout).values()
+    )
+
+
+def workflow_input_for_kill():
+    from core.kit import RunRequest
+
+    return workflow_input(RunRequest(name="temporal", as_of=JANUARY))
+
+
+def test_server_stopped_and_restarted_mid_run_resumes_from_its_history(
+    deployed, bare_january
+) -> None:
+    fresh_warehouse("temporal")
+
+    async def started() -> tuple[str, str]:
+        client = await connect(deploy.address())
+        handle = await start(client, workflow_input_for_kill())
+        while True:
+            pending = (await handle.describe()).raw_description.pending_activities
+            if any(p.activity_type.name == "build_model" for p in pending):
+                return handle.id, handle.result_run_id
+
+            await asyncio.sleep(0.2)
+
+    workflow_id, run_id = asyncio.run(started())
+    deploy.topology().service("server").stop()  # the whole server: frontend, history, UI
+    assert not deploy.listens(deploy.address())
+    up = quartet("up", "temporal", timeout=180)  # the same database file, the same ports
+    assert up.returncode == 0, up.stderr
+
+    async def finished():
+        client = await connect(deploy.address())
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        await handle.result()
+        return await activity_runs(handle)
+
+    runs = asyncio.run(finished())
+    assert [r["type"] for r in runs].count("ingest_resource") == len(expected().resources)
+    assert_same_as_bare(warehouse(), bare_january)
