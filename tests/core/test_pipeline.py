@@ -269,3 +269,88 @@ def test_bare_cli_rejects_a_bad_partition_naming_it():
     )
     assert result.returncode == 1
     assert "partition must look like YYYY-MM" in result.stderr and "2013-13" in result.stderr
+
+
+# --- what a failed or killed run leaves behind never wedges or fools the next one -------------
+
+
+@pytest.mark.parametrize("record_format", ["arrow", "json"])
+def test_a_malformed_run_does_not_wedge_the_next_good_one(
+    loaded_january, source_api, monkeypatch, record_format
+):
+    """On the JSON path the bad record fails in normalize, leaving dlt an extracted package that
+    fails again on every replay; on the Arrow path it fails in extract, leaving none."""
+    from core.source import RECORD_FORMAT_ENV
+
+    name, path, before = loaded_january
+    monkeypatch.delenv(settings.SOURCE_API_URL_ENV)
+    monkeypatch.setenv(RECORD_FORMAT_ENV, record_format)
+    with (
+        running_source_api(SourceAPIConfig(malformed=("flights:wrong_type:2013-02-10",))) as api,
+        pytest.raises(pipeline.IngestionError, match="arr_delay"),
+    ):
+        ingest_february(name, *api)
+    assert diff(before, fingerprint(path)) == []
+    monkeypatch.delenv(RECORD_FORMAT_ENV)
+    lines: list[str] = []
+    from core.ingestion import load_config, window
+
+    config = load_config()
+    result = pipeline.ingest(
+        name,
+        window(config, as_of="2013-02-28", partition="2013-02"),
+        base_url=source_api.url,
+        token=source_api.token,
+        config=config,
+        log=lines.append,
+    )
+    left_behind = pipeline.dlt_pipeline(settings.for_pipeline(name)).has_pending_data
+    assert not left_behind  # whatever the failed run left was settled
+    if record_format == "json":
+        assert any("discarded 1 load package(s)" in line and "arr_delay" in line for line in lines), lines
+    assert result.new_rows["flights"] > 0  # it extracted February, not a replay
+    months = [r[0] for r in query(path, "select distinct month from raw.flights order by 1")]
+    assert months == [1, 2]
+
+
+def test_a_package_left_by_a_killed_run_is_finished_then_the_asked_month_is_loaded(
+    loaded_january, source_api
+):
+    """kill -9 after extract leaves an extracted package: finish it, then extract as asked."""
+    from core.ingestion import load_config, window
+    from core.source import flights_source
+
+    name, path, _ = loaded_january
+    config = load_config()
+    pipe = settings.for_pipeline(name)
+    february = window(config, as_of="2013-03-31", partition="2013-02").only("flights")
+    left = pipeline.dlt_pipeline(pipe)
+    left.extract(flights_source(config, february, base_url=source_api.url, token=source_api.token))
+    assert left.has_pending_data  # what a run killed between extract and load leaves
+
+    lines: list[str] = []
+    result = pipeline.ingest(
+        name,
+        february.__class__(resources=("flights",), as_of="2013-03-31", partition="2013-03"),
+        base_url=source_api.url,
+        token=source_api.token,
+        config=config,
+        log=lines.append,
+    )
+    assert any("finished 1 load package(s)" in line for line in lines)
+    assert result.new_rows["flights"] > 0
+    months = [r[0] for r in query(path, "select distinct month from raw.flights order by 1")]
+    assert months == [1, 2, 3]
+
+
+def test_a_deleted_warehouse_is_rebuilt_completely_although_dlt_state_stayed(
+    bare_january, source_api
+):
+    name = f"restart{next(_copies)}"
+    bare_run(name, as_of=JANUARY)
+    warehouse = settings.for_pipeline(name).warehouse
+    warehouse.unlink()  # a user starting over; .quartet/<name>/dlt is left as it was
+    lines: list[str] = []
+    pipeline.run(name, as_of=JANUARY, log=lines.append)
+    assert any("the warehouse is gone: resetting dlt's state" in line for line in lines)
+    assert diff(bare_january, fingerprint(warehouse)) == []
