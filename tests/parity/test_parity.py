@@ -57,6 +57,7 @@ def test_one_month_every_orchestrator_builds_the_bare_warehouse(january, name):
 
 
 def test_compare_prints_one_table_and_exits_zero_when_all_five_agree(january):
+    prints, _ = january
     result = quartet("compare")
     assert result.returncode == 0, result.stdout + result.stderr
     header = result.stdout.splitlines()[0]
