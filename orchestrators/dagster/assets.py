@@ -1,34 +1,44 @@
 """The pipeline as software-defined assets: one dlt asset per source resource, one per dbt model.
 
-* ``raw/<table>``: ``@dlt_assets`` (dagster-dlt) over the shared rest_api source of core/, one op
-  per resource so that each retries and shows on its own. The translator keys them the way
-  dagster-dbt keys the dbt sources (``source('raw', 'flights')`` -> ``raw/flights``), which joins
-  both into one lineage graph.
+* ``raw/<table>``: ``@dlt_assets`` (dagster-dlt) declare one asset per API resource, one op each
+  so that each retries and shows on its own; the op runs core's ingestion (``core.pipeline.ingest``,
+  the same load as bare's). The translator keys them the way dagster-dbt keys the dbt sources
+  (``source('raw', 'flights')`` -> ``raw/flights``), which joins both into one lineage graph.
 * dbt models: ``@dbt_assets`` (dagster-dbt) over the prepared manifest, grouped by layer; dbt
   tests are asset checks (source tests included) and ``dbt build`` skips what is downstream of
   a failing one.
 * Every op that writes claims the ``quartet_warehouse`` pool (limit 1) and core's writer lock.
+* Only transient failures are retried (a dropped connection, a 5xx that outlived dlt's HTTP
+  retries, a busy warehouse); a refused token, a malformed record or a failing dbt test fail the
+  step at once (``Failure(allow_retries=False)``).
 """
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import requests
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource
 from dagster_dbt import dbt_assets as dbt_assets_decorator
-from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
+from dagster_dlt import DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
 from dagster_duckdb import DuckDBResource
 
 from core import dbt as dbt_project
 from core import settings
 from core.ingestion import window
-from core.pipeline import dlt_pipeline
+from core.pipeline import IngestionError, dlt_pipeline, ingest
 from core.source import flights_source
-from core.warehouse import writer_lock
-from orchestrators.dagster.project import CONFIG, MONTHLY, PIPELINE, WAREHOUSE_POOL, run_windows
+from core.warehouse import WarehouseBusyError, writer_lock
+from orchestrators.dagster.project import (
+    CONFIG,
+    MONTHLY,
+    NAME,
+    PIPELINE,
+    WAREHOUSE_POOL,
+    run_windows,
+)
 from orchestrators.dagster.resources import ApiClock, SourceAPI
 
 #: placeholders for the definition-time source (only its resources and schema are read then)
@@ -50,6 +60,18 @@ class RawTables(DagsterDltTranslator):
         )
 
 
+def transient(exc: BaseException) -> bool:
+    """Whether a retry may help: a connection problem, a 5xx/429, a busy warehouse."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, WarehouseBusyError | requests.ConnectionError | requests.Timeout):
+            return True
+        if isinstance(seen, requests.HTTPError) and seen.response is not None:
+            return seen.response.status_code >= 500 or seen.response.status_code == 429
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _ingestion_assets(resource: str) -> dg.AssetsDefinition:
     @dlt_assets(
         dlt_source=flights_source(
@@ -66,37 +88,36 @@ def _ingestion_assets(resource: str) -> dg.AssetsDefinition:
         pool=WAREHOUSE_POOL,
     )
     def _assets(
-        context: dg.AssetExecutionContext,
-        dlt: DagsterDltResource,
-        source_api: SourceAPI,
-        api_clock: ApiClock,
-        warehouse: DuckDBResource,
-    ) -> Iterator[Any]:
-        os.environ.update(CONFIG.runtime_env())  # dlt's HTTP retries and workers (ingestion.toml)
-        results: list[Any] = []
+        context: dg.AssetExecutionContext, source_api: SourceAPI, api_clock: ApiClock
+    ) -> Iterator[dg.MaterializeResult]:
+        fetched = new = 0
+        months = []
         for run_window in run_windows(context, (resource,), api_clock.as_of):
-            source = flights_source(
-                CONFIG, run_window, base_url=source_api.url, token=source_api.token
-            )
-            with writer_lock(Path(warehouse.database), purpose=f"dagster ingest {resource}"):
-                results = list(
-                    dlt.run(
-                        context=context,
-                        dlt_source=source,
-                        loader_file_format=CONFIG.loader_file_format,
-                    )
+            try:
+                result = ingest(
+                    NAME,
+                    run_window,
+                    base_url=source_api.url,
+                    token=source_api.token,
+                    config=CONFIG,
+                    log=context.log.info,
                 )
-            context.log.info(
-                f"loaded {resource} for {run_window.partition or 'all months'}"
-                f" as of {run_window.as_of or 'latest'}"
-            )
-        with warehouse.get_connection() as con:  # the table as it stands after the load
-            rows = con.execute(f"select count(*) from {settings.RAW_SCHEMA}.{resource}").fetchone()
-        for result in results:  # one materialization per asset, after the last window
-            yield dg.MaterializeResult(
-                asset_key=result.asset_key,
-                metadata={**result.metadata, "dagster/row_count": rows[0]},
-            )
+            except (IngestionError, WarehouseBusyError) as exc:
+                if transient(exc):
+                    raise
+                raise dg.Failure(description=str(exc), allow_retries=False) from exc
+            fetched += result.rows_fetched.get(resource, 0)
+            new += result.new_rows.get(resource, 0)
+            months.append(run_window.partition or "all")
+        (key,) = context.selected_asset_keys
+        yield dg.MaterializeResult(
+            asset_key=key,
+            metadata={
+                "months": ", ".join(months),
+                "rows_fetched": fetched,
+                "new_rows": new,
+            },
+        )
 
     return _assets
 
@@ -133,30 +154,17 @@ def dbt_models(
     # models and tests in DAG order: a failing test skips (blocks) what is downstream of it;
     # incremental models pick up whatever months the raw layer has gained since the last build
     target = PIPELINE.dbt_target_dir
-    dbt_project._seed_partial_parse(target)  # start from the prepared parse, not from scratch
+    dbt_project.seed_partial_parse(target)  # start from the prepared parse, not from scratch
     with writer_lock(Path(warehouse.database), purpose="dagster dbt build"):
         # raise_on_error=False only to re-raise below with the failing tests named
         invocation = dbt.cli(["build"], context=context, target_path=target, raise_on_error=False)
         yield from invocation.stream()
     if not invocation.is_successful():
+        failures = dbt_project.failures_from_run_results(
+            invocation.get_artifact("run_results.json")
+        )
         # a failing dbt test is a fact about the data, not a transient error: never retried
         raise dg.Failure(
-            description=_build_failure(invocation.get_artifact("run_results.json")),
+            description=dbt_project.failure_report(failures, "see the dbt logs of this step"),
             allow_retries=False,
         )
-
-
-def _build_failure(run_results: dict) -> str:
-    """What a failed ``dbt build`` broke and what it left alone (core's DbtBuildError wording)."""
-    results = run_results.get("results", [])
-    broken = [r for r in results if r["status"] in ("fail", "error", "runtime error")]
-    skipped = sorted(r["unique_id"].split(".")[2] for r in results if r["status"] == "skipped")
-    lines = [
-        f"{r['unique_id'].split('.')[0]} {r['unique_id'].split('.')[2]}: {r['status']}"
-        f" - {(r.get('message') or '').strip()}"
-        for r in broken
-    ]
-    message = "dbt build failed:\n  " + "\n  ".join(lines or ["(see the dbt logs of this step)"])
-    if skipped:
-        message += f"\n  skipped downstream (left as they were): {', '.join(skipped)}"
-    return message

@@ -1,9 +1,10 @@
 """Jobs, the monthly schedule, the source API sensor, and the failure alert.
 
 * ``full_pipeline``, ``dlt_ingestion``, ``dbt_transformation``: partitioned asset jobs whose
-  ops get a bounded ``RetryPolicy`` (a failing dbt test raises ``Failure(allow_retries=False)``).
-* ``monthly_full_pipeline``: a schedule built from the partitioned job (each month's run loads
-  the month that just ended).
+  ops get a bounded ``RetryPolicy`` from the [orchestration] policy (errors no retry fixes raise
+  ``Failure(allow_retries=False)``).
+* ``monthly_full_pipeline``: a schedule built from the partitioned job on the policy's cron
+  (each month's run loads the month that just ended).
 * ``source_api_as_of``: polls the API's clock and asks for a run of every month that has new data.
 * ``alert_on_run_failure``: a run-failure sensor posting core's alert payload to ALERT_WEBHOOK_URL.
 """
@@ -14,12 +15,17 @@ from collections.abc import Iterator
 import dagster as dg
 
 from core import alerts
+from core.ingestion import ConfigError
 from orchestrators.dagster.assets import dbt_models
-from orchestrators.dagster.project import MONTHLY, NAME
+from orchestrators.dagster.project import MONTHLY, NAME, POLICY
 from orchestrators.dagster.resources import SourceAPI
 
-#: bounded, exponential: 3 retries after 2 s, 4 s, 8 s (on top of dlt's own HTTP retries)
-INGESTION_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL)
+#: bounded and exponential (Dagster doubles the delay each attempt), on top of dlt's HTTP retries
+INGESTION_RETRY = dg.RetryPolicy(
+    max_retries=POLICY.unit_retries,
+    delay=POLICY.retry_delay_seconds,
+    backoff=dg.Backoff.EXPONENTIAL,
+)
 
 full_pipeline = dg.define_asset_job(
     "full_pipeline",
@@ -40,9 +46,19 @@ dbt_transformation = dg.define_asset_job(
 )
 jobs = [full_pipeline, dlt_ingestion, dbt_transformation]
 
+
+def _monthly_offset(cron: str) -> dict[str, int]:
+    """The policy's cron as the minute/hour/day of month a monthly partitioned schedule takes."""
+    minute, hour, day, month, weekday = cron.split()
+    if month != "*" or weekday != "*" or not (minute + hour + day).isdigit():
+        raise ConfigError(f"[orchestration] schedule {cron!r}: Dagster's schedule is monthly")
+    return {"minute_of_hour": int(minute), "hour_of_day": int(hour), "day_of_month": int(day)}
+
+
 monthly_full_pipeline = dg.build_schedule_from_partitioned_job(
     full_pipeline,
     name="monthly_full_pipeline",
+    **_monthly_offset(POLICY.schedule),
     description="On the 1st of every month, run the full pipeline for the month that ended.",
 )
 
@@ -60,7 +76,7 @@ def months_between(first: str, last: str) -> list[str]:
 
 @dg.sensor(
     job=full_pipeline,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=max(1, round(POLICY.source_poll_seconds)),
     description="Starts a run for every month the source API published new data in.",
 )
 def source_api_as_of(

@@ -16,7 +16,10 @@ def node_id(key: dg.AssetKey) -> str:
     return key.path[-1]
 
 
-def declared_graph(defs: dg.Definitions) -> Graph:
+def declared_graph(defs: dg.Definitions | None = None) -> Graph:
+    """The asset graph of ``defs`` (default: the pipeline's code location) as canonical ids."""
+    if defs is None:
+        from orchestrators.dagster.definitions import defs
     assets = defs.resolve_asset_graph()
     graph = Graph()
     for key in assets.get_all_asset_keys():

@@ -1,7 +1,8 @@
 """Where the Dagster project lives and what it shares with every asset: paths, partitions, pool.
 
 Everything derives from ``core.settings`` (QUARTET_HOME) when this module is imported, so import
-it after QUARTET_HOME is set. Generated state lives under ``.quartet/dagster/`` (gitignored).
+it after QUARTET_HOME is set. Generated state lives under ``.quartet/dagster/`` (gitignored):
+``home/`` is the dev-mode instance (``quartet run|ui dagster``), ``deployed/`` the deployed one.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ from pathlib import Path
 
 import dagster as dg
 
-from core import settings
+from core import kit, settings
 from core.ingestion import RunWindow, load_config, window
 
 NAME = "dagster"
 PIPELINE = settings.for_pipeline(NAME)  # also exports QUARTET_WAREHOUSE for dbt's profiles.yml
 CONFIG = load_config()
+POLICY = kit.policy()
 
-#: the one concurrency pool every warehouse writer (dlt and dbt ops) claims; limit 1 (dagster.yaml)
+#: the one concurrency pool every warehouse writer (dlt and dbt ops) claims; limit 1: DuckDB
+#: admits one writer at a time
 WAREHOUSE_POOL = "quartet_warehouse"
+WAREHOUSE_POOL_LIMIT = 1
 
 
 def _next_month(partition: str) -> str:
@@ -28,7 +32,7 @@ def _next_month(partition: str) -> str:
     return f"{year:04d}-{month:02d}"
 
 
-#: the months of 2013 (core/ingestion.toml [range]), keyed YYYY-MM like the rest of Quartet
+#: the months of the configured range, keyed YYYY-MM like the rest of Quartet
 MONTHLY = dg.MonthlyPartitionsDefinition(
     start_date=CONFIG.partitions_from,
     end_date=_next_month(CONFIG.partitions_to),
@@ -37,9 +41,8 @@ MONTHLY = dg.MonthlyPartitionsDefinition(
 
 
 def dagster_home() -> Path:
-    """DAGSTER_HOME under .quartet/dagster/home, with an instance config written on first use."""
-    home = settings.state_dir() / NAME / "home"
-    home.mkdir(parents=True, exist_ok=True)
+    """The dev-mode DAGSTER_HOME (SQLite storage), with its instance config written on first use."""
+    home = kit.home(NAME)
     config = home / "dagster.yaml"
     if not config.exists():
         config.write_text(
@@ -47,7 +50,7 @@ def dagster_home() -> Path:
             "telemetry:\n  enabled: false\n"
             "concurrency:\n"
             "  pools:\n"
-            "    default_limit: 1  # one writer at a time on the DuckDB warehouse\n"
+            f"    default_limit: {WAREHOUSE_POOL_LIMIT}  # one writer at a time on DuckDB\n"
         )
     return home
 
@@ -61,10 +64,15 @@ def use_dagster_home() -> Path:
 def run_windows(
     context: dg.AssetExecutionContext, resources: tuple[str, ...], as_of: str | None
 ) -> list[RunWindow]:
-    """The core windows a run covers: the whole range as one load, else one per month."""
-    if not context.has_partition_key_range:
+    """The core windows a run covers: one per month of its partition(s), or the whole range.
+
+    A run of one partition carries ``dagster/partition``, a single-run backfill the range tags;
+    both answer ``partition_key_range``. An unpartitioned run, or one over every month, is one
+    full load like bare's.
+    """
+    if not (context.has_partition_key or context.has_partition_key_range):
         return [window(CONFIG, as_of=as_of, resources=resources)]
     months = MONTHLY.get_partition_keys_in_range(context.partition_key_range)
     if months == CONFIG.partitions():
-        return [window(CONFIG, as_of=as_of, resources=resources)]  # a full load, like bare's
+        return [window(CONFIG, as_of=as_of, resources=resources)]
     return [window(CONFIG, as_of=as_of, partition=m, resources=resources) for m in months]

@@ -1,11 +1,10 @@
-"""Dagster resources: the source API (token through ``EnvVar``), the warehouse, dlt and dbt."""
+"""Dagster resources: the source API (token through ``EnvVar``), the API clock, the warehouse, dbt."""
 
 import sys
 from pathlib import Path
 
 import dagster as dg
 from dagster_dbt import DbtCliResource
-from dagster_dlt import DagsterDltResource
 from dagster_duckdb import DuckDBResource
 
 from core import settings
@@ -39,7 +38,6 @@ def resources() -> dict[str, dg.ConfigurableResource | object]:
         "api_clock": ApiClock(),
         # the one warehouse setting (QUARTET_WAREHOUSE, exported by core.settings.for_pipeline)
         "warehouse": DuckDBResource(database=dg.EnvVar(settings.WAREHOUSE_ENV)),
-        "dlt": DagsterDltResource(),
         "dbt": DbtCliResource(
             project_dir=str(settings.TRANSFORM_DIR),
             profiles_dir=str(settings.TRANSFORM_DIR),

@@ -1,17 +1,31 @@
-"""Runs of the full_pipeline job (in process, on the persistent instance) against the warehouse.
-
-One month (as of 2013-01-31, or two for the backfill) keeps them short; the full year is the
-parity suite's.
+"""Runs of the full_pipeline job (in process, on the persistent dev-mode instance) against the
+warehouse. One month (as of 2013-01-31, or two for the backfill) keeps them short; the full year
+is the parity suite's.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import dagster as dg
 
 from core import settings
-from core.fingerprint import describe_diffs, diff, fingerprint
+from core.fingerprint import diff, fingerprint
+from tests.helpers import (
+    JANUARY,
+    assert_same_as_bare,
+    expected,
+    fresh_warehouse,
+    months_loaded,
+    own_source_api,
+    quartet,
+    table_rows,
+)
 
-JANUARY = "2013-01-31"
 FAILING_TEST = "accepted_values_stg_flights_origin__EWR__JFK__LGA"
 
 
@@ -23,74 +37,133 @@ def _materialized(result) -> set[str]:
     }
 
 
-def _assert_same(expected, warehouse) -> None:
-    diffs = diff(expected, fingerprint(warehouse))
-    assert diffs == [], describe_diffs("bare", "dagster", diffs)
-
-
 def test_a_full_run_equals_bare_and_a_rerun_changes_nothing(
-    dagster_project, instance, bare_january, source_api, fresh_warehouse
+    dagster_project, instance, bare_january, source_api
 ):
-    commands, _, _ = dagster_project
-    warehouse = fresh_warehouse()
-    result = commands.execute(as_of=JANUARY)
-    assert result.success, commands.failure_summary(result)
+    run, _, _ = dagster_project
+    warehouse = fresh_warehouse("dagster")
+    result = run.execute(as_of=JANUARY)
+    assert result.success, run.failure_summary(result.all_events)
     # every raw table and every dbt model materialized, each dbt test evaluated as a check
-    assert {"raw/flights", "raw/weather", "staging/stg_flights", "marts/fct_flights"} <= (
-        _materialized(result)
-    )
+    want = expected()
+    assert {f"raw/{r}" for r in want.resources} <= _materialized(result)
     checks = [
         event.asset_check_evaluation_data
         for event in result.all_events
         if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
     ]
-    assert len(checks) == 38 and all(check.passed for check in checks)
-    _assert_same(bare_january, warehouse)
+    assert checks and all(check.passed for check in checks)
+    assert_same_as_bare(warehouse, bare_january)
 
     # the token never reaches the event log or the run's config
-    run = instance.get_run_by_id(result.run_id)
+    stored = instance.get_run_by_id(result.run_id)
     logged = "\n".join(str(entry) for entry in instance.all_logs(result.run_id))
     assert source_api.token not in logged
-    assert source_api.token not in str(run.run_config)
+    assert source_api.token not in str(stored.run_config)
 
     first = fingerprint(warehouse)
-    rerun = commands.execute(as_of=JANUARY)
-    assert rerun.success, commands.failure_summary(rerun)
+    rerun = run.execute(as_of=JANUARY)
+    assert rerun.success, run.failure_summary(rerun.all_events)
     assert diff(first, fingerprint(warehouse)) == []
 
 
-def test_months_backfilled_in_shuffled_order_equal_bare_in_order(
-    dagster_project, bare_in_order, fresh_warehouse
+def test_quartet_run_with_a_partition_loads_that_month_and_prints_a_line_per_unit(
+    dagster_project, source_api
 ):
-    commands, _, _ = dagster_project
+    warehouse = fresh_warehouse("dagster")
+    done = quartet(
+        "run",
+        "dagster",
+        "--partition",
+        "2013-02",
+        "--as-of",
+        "2013-02-28",
+        env={"SOURCE_API_URL": source_api.url, "SOURCE_API_TOKEN": source_api.token},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # what February published: February's flights (and late publications of January's last
+    # ones), nothing published outside the month: not the twelve months a whole-range load brings
+    assert months_loaded(warehouse)[-1] == "2013-02"
+    ((first, last),) = table_rows(
+        warehouse, "select min(updated_at)::varchar, max(updated_at)::varchar from raw.flights"
+    )
+    assert first >= "2013-02-01" and last < "2013-03-01"
+    want = expected()
+    lines = done.stdout.splitlines()
+    ingested = [line for line in lines if line.startswith("[dagster] ingest ")]
+    built = [line for line in lines if line.startswith("[dagster] dbt ")]
+    assert sorted(line.split()[2] for line in ingested) == sorted(want.resources)
+    assert sorted(line.split()[2] for line in built) == sorted(want.models)
+    assert "DEBUG" not in done.stdout + done.stderr
+    assert "run.log" in done.stdout  # where Dagster's own event log went
+
+
+def test_months_backfilled_in_shuffled_order_equal_bare_in_order(dagster_project, bare_in_order):
+    run, _, _ = dagster_project
     months, as_of = ["2013-01", "2013-02"], "2013-02-28"
-    expected = bare_in_order(months, as_of)
-    warehouse = fresh_warehouse()
+    bare = bare_in_order(months, as_of)
+    warehouse = fresh_warehouse("dagster")
     for month in reversed(months):  # what a multi-run backfill does: one run per month
-        result = commands.execute(as_of=as_of, partition=month)
-        assert result.success, commands.failure_summary(result)
+        result = run.execute(as_of=as_of, partition=month)
+        assert result.success, run.failure_summary(result.all_events)
         assert result.dagster_run.tags["dagster/partition"] == month
-    _assert_same(expected, warehouse)
+    assert_same_as_bare(warehouse, bare)
 
 
-def test_twenty_percent_api_faults_still_give_the_bare_warehouse(
-    dagster_project, own_source_api, bare_january, fresh_warehouse
-):
-    commands, _, _ = dagster_project
+def test_twenty_percent_api_faults_still_give_the_bare_warehouse(dagster_project, bare_january):
+    run, _, _ = dagster_project
     with own_source_api(fault_rate=0.2, fault_seed=7):
-        warehouse = fresh_warehouse()
-        result = commands.execute(as_of=JANUARY)
-    assert result.success, commands.failure_summary(result)
-    _assert_same(bare_january, warehouse)
+        warehouse = fresh_warehouse("dagster")
+        result = run.execute(as_of=JANUARY)
+    assert result.success, run.failure_summary(result.all_events)
+    assert_same_as_bare(warehouse, bare_january)
+
+
+def test_a_run_killed_mid_ingestion_does_not_block_the_next_one(
+    dagster_project, instance, bare_january, source_api
+):
+    """kill -9 leaves the run STARTED and the warehouse pool's only slot taken; the next run
+    marks it failed, frees the slot, says so, and builds bare's warehouse."""
+    run, _, project = dagster_project
+    fresh_warehouse("dagster")
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "orchestrators.dagster", "run", "--as-of", JANUARY],
+        cwd=settings.REPO_ROOT,
+        env={**os.environ, "SOURCE_API_URL": source_api.url, "SOURCE_API_TOKEN": source_api.token},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    storage = instance.event_log_storage
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and victim.poll() is None:
+            slots = storage.get_concurrency_info(project.WAREHOUSE_POOL).claimed_slots
+            if any(slot.step_key.startswith("ingest_") for slot in slots):
+                break
+            time.sleep(0.1)
+        assert victim.poll() is None, "the run ended before it could be killed"
+        os.killpg(victim.pid, signal.SIGKILL)
+    finally:
+        victim.wait()
+    (held,) = storage.get_concurrency_info(project.WAREHOUSE_POOL).claimed_slots
+    assert instance.get_run_by_id(held.run_id).status == dg.DagsterRunStatus.STARTED
+
+    said: list[str] = []
+    result = run.execute(as_of=JANUARY, say=said.append)
+    assert result.success, run.failure_summary(result.all_events)
+    assert any(held.run_id in line and "marked it failed" in line for line in said), said
+    assert instance.get_run_by_id(held.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert_same_as_bare(settings.for_pipeline("dagster").warehouse, bare_january)
 
 
 def test_a_failing_dbt_test_fails_the_run_blocks_the_marts_and_alerts(
-    dagster_project, own_source_api, alert_receiver, fresh_warehouse
+    dagster_project, alert_receiver
 ):
-    commands, _, _ = dagster_project
+    run, _, _ = dagster_project
     with own_source_api(malformed=("flights:bad_value:2013-01-15",)) as (_url, token):
-        fresh_warehouse()
-        result = commands.execute(as_of=JANUARY)
+        fresh_warehouse("dagster")
+        result = run.execute(as_of=JANUARY)
     assert not result.success
     failed_checks = [
         event.asset_check_evaluation_data.check_name
@@ -104,7 +177,7 @@ def test_a_failing_dbt_test_fails_the_run_blocks_the_marts_and_alerts(
     assert "marts/dim_airports" in materialized  # not downstream of stg_flights
     blocked = {"intermediate/int_flights_enriched", "marts/fct_flights", "marts/route_stats"}
     assert not blocked & materialized
-    summary = commands.failure_summary(result)
+    summary = run.failure_summary(result.all_events)
     assert FAILING_TEST in summary and "fct_flights" in summary  # names test and skipped marts
 
     (payload,) = alert_receiver.wait(1)

@@ -10,8 +10,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from core import settings
+from core.net import free_port
 
 QUERY = """{
   assetNodes { assetKey { path } }
@@ -32,9 +34,24 @@ def _graphql(port: int) -> dict | None:
         return None
 
 
-def test_ui_serves_the_asset_graph_and_a_finished_run(dagster_project, source_api):
-    commands, _, _ = dagster_project
-    port = commands.free_port()
+def _processes_mentioning(port: int) -> list[int]:
+    """Pids whose command line names ``port`` (dagster dev, its webserver and daemon)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if str(port).encode() in argv and any(b"dagster" in a for a in argv):
+                found.append(int(proc.name))
+    return found
+
+
+def test_ui_serves_the_asset_graph_and_a_finished_run_and_sigterm_stops_it_all(
+    dagster_project, source_api
+):
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "orchestrators.dagster", "ui", "--port", str(port)],
         cwd=settings.REPO_ROOT,
@@ -57,10 +74,12 @@ def test_ui_serves_the_asset_graph_and_a_finished_run(dagster_project, source_ap
         assert any(run["status"] in ("SUCCESS", "FAILURE") for run in runs)
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read()
         assert b"Dagster" in page
+        assert _processes_mentioning(port)  # dagster dev serves on that port
     finally:
         proc.send_signal(signal.SIGTERM)  # the ui stops dagster dev (its process group) itself
         try:
-            proc.wait(timeout=60)
+            proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    assert _processes_mentioning(port) == []  # no webserver, daemon or code server left behind

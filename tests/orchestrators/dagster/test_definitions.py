@@ -1,4 +1,4 @@
-"""The definitions load, and declare what the adapter checklist asks for (no run needed)."""
+"""The definitions load, and declare what the adapter checklist asks for (fast: no run)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ def test_definitions_load_with_the_pipeline_jobs_schedule_and_sensors(dagster_pr
         "dlt_ingestion",
         "dbt_transformation",
     }
-    assert defs.resolve_schedule_def("monthly_full_pipeline").cron_schedule == "0 0 1 * *"
+    schedule = defs.resolve_schedule_def("monthly_full_pipeline")
+    assert schedule.cron_schedule == load_config().orchestration.schedule
     assert defs.resolve_sensor_def("source_api_as_of")
     assert defs.resolve_sensor_def("alert_on_run_failure")
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
@@ -46,20 +47,22 @@ def test_partitions_are_the_months_of_2013_and_every_writer_is_in_one_pool(dagst
         assert assets_def.node_def.pool == project.WAREHOUSE_POOL
     # the instance allows one op of that pool at a time
     config = (project.dagster_home() / "dagster.yaml").read_text()
-    assert "default_limit: 1" in config
+    assert f"default_limit: {project.WAREHOUSE_POOL_LIMIT}" in config
 
 
-def test_ingestion_retries_with_a_bounded_policy(dagster_project):
+def test_ingestion_retries_as_the_policy_says(dagster_project):
     from orchestrators.dagster.automation import INGESTION_RETRY
 
     _, defs, _ = dagster_project
+    policy = load_config().orchestration
     job = defs.resolve_job_def("full_pipeline")
     policies = {
         node.name: job.get_retry_policy_for_handle(NodeHandle(node.name, None))
         for node in job.graph.nodes
     }
     assert policies["ingest_flights"] == INGESTION_RETRY
-    assert 0 < INGESTION_RETRY.max_retries <= 5
+    assert INGESTION_RETRY.max_retries == policy.unit_retries
+    assert INGESTION_RETRY.delay == policy.retry_delay_seconds
 
 
 def test_the_source_api_token_is_an_env_var_reference(dagster_project):
@@ -77,10 +80,49 @@ def test_the_monthly_schedule_runs_the_month_that_ended(dagster_project):
     assert [request.partition_key for request in requests] == ["2013-02"]
 
 
-def test_the_sensor_asks_for_the_months_the_api_published_data_in(dagster_project, own_source_api):
+def test_only_transient_ingestion_errors_are_retried():
+    import requests
+
+    from core.pipeline import IngestionError
+    from orchestrators.dagster.assets import transient
+
+    def failed(status: int) -> IngestionError:
+        response = requests.Response()
+        response.status_code = status
+        try:
+            raise requests.HTTPError(response=response)
+        except requests.HTTPError as cause:
+            try:
+                raise IngestionError("ingesting flights failed") from cause
+            except IngestionError as exc:
+                return exc
+
+    assert transient(failed(503)) and transient(failed(429))
+    assert not transient(failed(401))  # a refused token: no retry fixes it
+    assert not transient(IngestionError("malformed record"))
+
+
+def test_a_partition_run_covers_its_months_only(dagster_project):
+    """``--partition 2013-02`` loads February alone; a range its months; no partition, one load."""
+    from orchestrators.dagster.run import partition_tags
+
+    _, _, project = dagster_project
+    windows = []
+
+    @dg.asset(partitions_def=project.MONTHLY)
+    def probe(context) -> None:
+        windows.append([w.partition for w in project.run_windows(context, ("flights",), None)])
+
+    for months in (["2013-02"], ["2013-02", "2013-04"], []):
+        assert dg.materialize([probe], tags=partition_tags(months)).success
+    assert windows == [["2013-02"], ["2013-02", "2013-03", "2013-04"], [None]]
+
+
+def test_the_sensor_asks_for_the_months_the_api_published_data_in(dagster_project):
     from core.source_api import set_clock
     from orchestrators.dagster.automation import source_api_as_of
     from orchestrators.dagster.resources import SourceAPI
+    from tests.helpers import own_source_api
 
     with own_source_api(as_of="2013-01-31") as (url, token):
         resources = {"source_api": SourceAPI(url=url, token=token)}

@@ -1,8 +1,10 @@
 """Three ways to put dlt under Dagster, side by side (ADR 0006 compares them).
 
-Each loads the raw layer of its own warehouse (``warehouse/dagster_<pattern>.duckdb``) from the
-same API; tests/orchestrators/dagster/test_dagster_patterns.py proves the raw tables identical to
-the main path's. The main path (assets.py) uses pattern 2, one ``@dlt_assets`` per resource.
+Not part of the pipeline's code location: a study. Each loads the raw layer of its own warehouse
+(``warehouse/dagster_<pattern>.duckdb``, core's dlt pipeline for that name) from the same API,
+with the adapter's own resources; tests/orchestrators/dagster/test_integration_patterns.py proves
+the raw tables identical to bare's. The main path (assets.py) declares its assets the pattern 2
+way and loads through core's ``ingest``.
 
 1. ``multi_asset_rest_api``: a ``@multi_asset`` that runs core's declarative rest_api source
    through an explicit ``dlt.pipeline``: Dagster sees assets, dlt stays a black box.
@@ -26,9 +28,10 @@ from dagster_dlt.translator import DltResourceTranslatorData
 
 from core import settings
 from core.ingestion import window
+from core.pipeline import dlt_pipeline
 from core.source import COLUMNS, PRIMARY_KEY, flights_source
 from orchestrators.dagster.project import CONFIG
-from orchestrators.dagster.resources import ApiClock, SourceAPI
+from orchestrators.dagster.resources import ApiClock, SourceAPI, resources
 
 RESOURCES = CONFIG.resources
 
@@ -38,13 +41,7 @@ def pattern_warehouse(pattern: str) -> settings.PipelineSettings:
 
 
 def _pipeline(pattern: str) -> dlt.Pipeline:
-    target = pattern_warehouse(pattern)
-    return dlt.pipeline(
-        pipeline_name=target.pipeline_name,
-        pipelines_dir=str(target.pipelines_dir),
-        destination=dlt.destinations.duckdb(str(target.warehouse)),
-        dataset_name=settings.RAW_SCHEMA,
-    )
+    return dlt_pipeline(pattern_warehouse(pattern))
 
 
 def _specs(pattern: str) -> list[dg.AssetSpec]:
@@ -106,8 +103,9 @@ class SourceAPIError(RuntimeError):
     """The API refused a request (4xx) or kept failing after every retry."""
 
 
-def _get(session: requests.Session, url: str, params: dict, attempts: int = 6) -> dict:
+def _get(session: requests.Session, url: str, params: dict) -> dict:
     """GET with bounded retries: 429 (honouring Retry-After), 5xx and dropped connections."""
+    attempts = CONFIG.max_attempts
     for attempt in range(1, attempts + 1):
         try:
             response = session.get(url, params=params, timeout=CONFIG.request_timeout)
@@ -181,12 +179,11 @@ PATTERNS = {
 
 
 def pattern_resources() -> dict[str, Any]:
+    """The pipeline's own source API and clock resources, plus dagster-dlt's for pattern 2."""
+    shared = resources()
     return {
-        "source_api": SourceAPI(
-            url=dg.EnvVar(settings.SOURCE_API_URL_ENV),
-            token=dg.EnvVar(settings.SOURCE_API_TOKEN_ENV),
-        ),
-        "api_clock": ApiClock(),
+        "source_api": shared["source_api"],
+        "api_clock": shared["api_clock"],
         "dlt": DagsterDltResource(),
     }
 

@@ -18,7 +18,11 @@ def test_each_pattern_loads_raw_tables_identical_to_the_main_path(
 ):
     import dagster as dg
 
-    from orchestrators.dagster.patterns import PATTERNS, pattern_resources, pattern_warehouse
+    from orchestrators.dagster.integration_patterns import (
+        PATTERNS,
+        pattern_resources,
+        pattern_warehouse,
+    )
 
     warehouse = pattern_warehouse(pattern).warehouse
     warehouse.unlink(missing_ok=True)

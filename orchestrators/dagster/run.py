@@ -1,0 +1,250 @@
+"""``quartet run dagster``: the ``full_pipeline`` job in process, Dagster's local-testing path.
+
+The run executes on the persistent dev-mode instance under ``.quartet/dagster/home`` (no
+webserver, no daemon), so ``quartet ui dagster`` later shows it. Without ``--partition`` one run
+covers the whole range (a single-run backfill, like bare's full load); each ``--partition`` is a
+run of that month, in the order given.
+
+The terminal gets one line per unit (an ingestion resource, a dbt model with its tests); Dagster's
+own event log goes to ``.quartet/dagster/logs/run.log``. Before running, runs that a killed
+process left STARTED are marked failed and their pool slots freed: otherwise the next run would
+wait forever for the warehouse pool's only slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+
+import dagster as dg
+
+from core import kit, settings
+from core.kit import RunFailed, RunRequest, progress
+from core.kit.service import process_start_time
+from orchestrators.dagster.project import MONTHLY, NAME, WAREHOUSE_POOL, use_dagster_home
+
+RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+PID_TAG, PID_START_TAG = "quartet/pid", "quartet/pid_started_at"
+CHATTY_LOGGERS = ("dagster", "dlt", "dbt", "dagster_dbt", "dagster_dlt")
+#: Dagster's console logger shows warnings and errors only; every event goes to the log file
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+UNFINISHED = (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING)
+
+
+def partition_tags(partitions: Iterable[str] = ()) -> dict[str, str]:
+    """The tags of a run over ``partitions`` (one month) or of the whole range (a single run)."""
+    months = list(partitions)
+    if len(months) == 1:
+        return {"dagster/partition": months[0]}
+    keys = months or MONTHLY.get_partition_keys()
+    return dict(zip(RANGE_TAGS, (keys[0], keys[-1]), strict=True))
+
+
+def release_dead_runs(instance: dg.DagsterInstance, say: Callable[[str], None]) -> list[str]:
+    """Mark failed the runs whose in-process worker is gone, and free their pool slots.
+
+    A dev-mode run records its process (pid and start time) in its tags; a run still STARTED
+    whose process no longer exists was killed (kill -9, a crash, a closed laptop) and would hold
+    the ``quartet_warehouse`` slot forever.
+    """
+    released = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=list(UNFINISHED))):
+        pid, started_at = run.tags.get(PID_TAG), run.tags.get(PID_START_TAG)
+        if pid is None or process_start_time(int(pid)) == int(started_at or -1):
+            continue  # not ours to judge, or still running
+        instance.report_run_failed(
+            run, f"its process {pid} is gone (killed); marked failed by the next quartet run"
+        )
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        say(
+            f"run {run.run_id} was left STARTED by process {pid}, which is gone: marked it failed "
+            f"and freed its {WAREHOUSE_POOL} slot"
+        )
+        released.append(run.run_id)
+    return released
+
+
+class Progress:
+    """Dagster's event log as one line per unit: a dlt resource, a dbt model with its tests."""
+
+    def __init__(self, checks_per_asset: dict[dg.AssetKey, int], say=print) -> None:
+        self.checks_per_asset = checks_per_asset
+        self.say = say
+        self.step_started: dict[str, float] = {}
+        self.ingested: dict[str, dict] = {}
+        self.models: dict[dg.AssetKey, dict] = {}
+        self.checks: dict[dg.AssetKey, list[bool]] = defaultdict(list)
+        self.printed: set[dg.AssetKey] = set()
+
+    def __call__(self, entry) -> None:
+        event = entry.dagster_event
+        if event is None:
+            return
+        kind = event.event_type
+        if kind == dg.DagsterEventType.STEP_START:
+            self.step_started[event.step_key] = entry.timestamp
+        elif kind == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            materialization = event.event_specific_data.materialization
+            metadata = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+            key = materialization.asset_key
+            if key.path[0] == settings.RAW_SCHEMA:
+                self.ingested[event.step_key] = metadata
+            else:
+                self.models[key] = metadata
+                self._maybe_print(key)
+        elif kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            self.checks[evaluation.asset_key].append(evaluation.passed)
+            self._maybe_print(evaluation.asset_key)
+        elif kind in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
+            seconds = entry.timestamp - self.step_started.get(event.step_key, entry.timestamp)
+            if event.step_key in self.ingested or event.step_key.startswith("ingest_"):
+                metadata = self.ingested.get(event.step_key, {})
+                failed = kind == dg.DagsterEventType.STEP_FAILURE
+                detail = "FAILED" if failed else self._rows(metadata)
+                unit = event.step_key.removeprefix("ingest_")
+                self.say(progress.unit_line(NAME, "ingest", unit, seconds, detail))
+            for key in list(self.models):  # the dbt step ended: whatever is left, as it stands
+                self._print_model(key)
+
+    @staticmethod
+    def _rows(metadata: dict) -> str:
+        new, fetched = metadata.get("new_rows"), metadata.get("rows_fetched")
+        if new is None:
+            return ""
+        return f"{progress.rows(new, new=True)} ({progress.rows(fetched)} fetched)"
+
+    def _maybe_print(self, key: dg.AssetKey) -> None:
+        if key in self.models and len(self.checks[key]) >= self.checks_per_asset.get(key, 0):
+            self._print_model(key)
+
+    def _print_model(self, key: dg.AssetKey) -> None:
+        if key in self.printed:
+            return
+        self.printed.add(key)
+        metadata = self.models.pop(key, {})
+        seconds = float(metadata.get("Execution Duration") or 0.0)
+        rows = metadata.get("dagster/row_count") or metadata.get("rows_affected")
+        checks = self.checks.get(key, [])
+        detail = ", ".join(
+            part
+            for part in (
+                progress.rows(rows) if isinstance(rows, int) else "",
+                progress.tests_summary(sum(checks), len(checks) - sum(checks)),
+            )
+            if part
+        )
+        self.say(progress.unit_line(NAME, "dbt", key.path[-1], seconds, detail))
+
+
+def checks_per_asset(job: dg.JobDefinition) -> dict[dg.AssetKey, int]:
+    counts: dict[dg.AssetKey, int] = defaultdict(int)
+    for check in job.asset_layer.asset_graph.asset_check_keys:
+        counts[check.asset_key] += 1
+    return counts
+
+
+def execute(
+    *,
+    as_of: str | None = None,
+    partition: str | None = None,
+    job_name: str = "full_pipeline",
+    say: Callable[[str], None] | None = None,
+):
+    """One in-process run of ``job_name`` on the dev-mode instance; returns its result.
+
+    Expects the source API's URL and token in SOURCE_API_URL / SOURCE_API_TOKEN (the resources
+    read them through EnvVar). A failed run is alerted the way the daemon would: by evaluating
+    the ``alert_on_run_failure`` sensor for it.
+    """
+    from orchestrators.dagster.automation import as_of_config
+    from orchestrators.dagster.definitions import defs
+
+    use_dagster_home()
+    job = defs.resolve_job_def(job_name)
+    tags = {
+        **partition_tags([partition] if partition else []),
+        PID_TAG: str(os.getpid()),
+        PID_START_TAG: str(process_start_time(os.getpid())),
+    }
+    run_id = str(uuid.uuid4())
+    with dg.DagsterInstance.get() as instance:
+        release_dead_runs(instance, say or (lambda _: None))
+        instance.add_event_listener(run_id, log_event)
+        if say is not None:
+            instance.add_event_listener(run_id, Progress(checks_per_asset(job), say))
+        result = job.execute_in_process(
+            instance=instance,
+            run_id=run_id,
+            tags=tags,
+            run_config={**as_of_config(as_of), **QUIET_CONSOLE},
+            raise_on_error=False,  # a failure is reported and alerted below
+        )
+        if not result.success:
+            alert(instance, result.run_id)
+    return result
+
+
+def log_event(entry) -> None:
+    """One event of the run in Dagster's log file (``orchestrator_log`` routes ``dagster``)."""
+    event = entry.dagster_event
+    kind = event.event_type_value if event else "LOG"
+    logging.getLogger("dagster.events").log(
+        entry.level if isinstance(entry.level, int) else logging.INFO,
+        f"{entry.run_id} {entry.step_key or '-'} {kind} {entry.user_message or ''}".rstrip(),
+    )
+
+
+def alert(instance: dg.DagsterInstance, run_id: str) -> None:
+    """Evaluate the run-failure sensor for a finished run (what the daemon does under ``ui``)."""
+    from orchestrators.dagster.automation import alert_on_run_failure
+
+    run = instance.get_run_by_id(run_id)
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
+    if not records:
+        return
+    context = dg.build_run_status_sensor_context(
+        sensor_name=alert_on_run_failure.name,
+        dagster_event=records[-1].event_log_entry.dagster_event,
+        dagster_instance=instance,
+        dagster_run=run,
+    ).for_run_failure()
+    alert_on_run_failure(context)
+
+
+def failure_summary(events: Iterable) -> str:
+    """The failed steps of a run with their errors (a dbt failure in core's one wording)."""
+    lines = []
+    for event in events:
+        if event.is_step_failure and event.step_failure_data.error:
+            lines.append(f"{event.step_key}: {event.step_failure_data.error.message.strip()}")
+        elif event.event_type == dg.DagsterEventType.RUN_FAILURE and not lines and event.message:
+            lines.append(event.message)
+    return "\n".join(lines) or "the run failed"
+
+
+def run(request: RunRequest) -> None:
+    """``quartet run dagster [--as-of D] [--partition M ...]``: raises RunFailed on a failure."""
+    say = lambda message: progress.say(NAME, message)  # noqa: E731
+    log = progress.orchestrator_log(NAME, CHATTY_LOGGERS)
+    with kit.source_api() as (url, token):
+        os.environ[settings.SOURCE_API_URL_ENV] = url
+        os.environ[settings.SOURCE_API_TOKEN_ENV] = token
+        for partition in request.partitions or [None]:
+            label = f"partition {partition}" if partition else "all months"
+            say(
+                f"running full_pipeline ({label}{f', as of {request.as_of}' if request.as_of else ''})"
+            )
+            result = execute(
+                as_of=request.as_of, partition=partition, say=lambda line: print(line, flush=True)
+            )
+            if not result.success:
+                raise RunFailed(
+                    f"run {result.run_id} ({label}) failed:\n{failure_summary(result.all_events)}\n"
+                    f"Dagster's log: {log}"
+                )
+            say(f"run {result.run_id} ({label}) succeeded; Dagster's log: {log}")
+    say(f"warehouse: {settings.for_pipeline(NAME).warehouse}")
