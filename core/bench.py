@@ -12,6 +12,17 @@ serves every run and is not counted.
 
 ``quartet bench reference`` measures the DuckDB-native reference instead: the raw CSVs read and
 the same transformation SQL (dbt's compiled models) run directly in DuckDB in one process.
+
+``quartet bench scaling`` runs ``QUARTET_SCALE=N quartet run bare`` at scales 1, 3 and 10 (the
+run starts its own source API, counted in the tree's RSS; each scale's published store is built
+before the timed run, and its build time reported).
+
+Besides wall time, every run reports the CPU seconds of its process tree (``wait4``): on this
+shared machine CPU seconds are far less noisy than wall seconds. Levers are measured as
+variants beside bare: ``QUARTET_BENCH_VARIANTS='{"json": {"QUARTET_RECORD_FORMAT": "json"}}'``
+adds a run with that environment after each bare run (``"_root": DIR`` runs the bare pipeline of
+another checkout, e.g. the commit before a change). Every bench writes its JSON to
+``.quartet/bench/`` and re-renders the charts ``docs/img/bench-*.png`` from the latest JSONs.
 """
 
 from __future__ import annotations
@@ -36,6 +47,8 @@ class Measurement:
     seconds: float
     peak_rss_mb: float
     exit_code: int
+    cpu_seconds: float = 0.0
+    scale: int = 1
 
 
 def _children(pid: int) -> list[int]:
@@ -72,12 +85,22 @@ def tree_rss_kb(root: int) -> int:
     return total
 
 
-def measure(name: str, argv: list[str], env: dict[str, str], log_path: Path) -> Measurement:
+def measure(
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    log_path: Path,
+    *,
+    cwd: Path | None = None,
+    interval: float = 0.05,
+    scale: int = 1,
+) -> Measurement:
+    """Run ``argv``; wall seconds, CPU seconds of the whole tree, peak RSS of the tree."""
     peak = 0
     started = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=settings.REPO_ROOT
+            argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd or settings.REPO_ROOT
         )
         done = threading.Event()
 
@@ -85,14 +108,17 @@ def measure(name: str, argv: list[str], env: dict[str, str], log_path: Path) -> 
             nonlocal peak
             while not done.is_set():
                 peak = max(peak, tree_rss_kb(proc.pid))
-                time.sleep(0.05)
+                time.sleep(interval)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        code = proc.wait()
+        # wait4: the child's rusage includes every descendant it waited for (API, workers)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
         done.set()
         sampler.join()
-    return Measurement(name, time.perf_counter() - started, peak / 1024, code)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Measurement(name, time.perf_counter() - started, peak / 1024, code, cpu, scale)
 
 
 def command(name: str, as_of: str | None) -> list[str]:
@@ -227,33 +253,173 @@ def bench_source_api(repeat: int, page_size: int | None = None) -> int:
     return 0
 
 
-def main(name: str, *, repeat: int = 3, scale: int = 1, as_of: str | None = None) -> int:
-    from core.source_api import SourceAPIConfig, running_source_api
+def _variants() -> dict[str, dict[str, str]]:
+    raw = os.environ.get("QUARTET_BENCH_VARIANTS")
+    if not raw:
+        return {}
+    variants = json.loads(raw)
+    if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
+        raise SystemExit('QUARTET_BENCH_VARIANTS must be {"label": {"ENV": "value", ...}, ...}')
+    return variants
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 1)
+
+
+def _write(out_dir: Path, name: str, payload: dict) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    path = out_dir / f"bench-{name}-{stamp}.json"
+    path.write_text(json.dumps(payload, indent=2))
+    print(f"-> {path}")
+    return path
+
+
+def _summarise(results: list[Measurement], names: list[str]) -> dict:
+    summary = {}
+    for each in names:
+        mine = [m for m in results if m.name == each and m.exit_code == 0]
+        if mine:
+            summary[each] = {
+                "median_seconds": round(statistics.median(m.seconds for m in mine), 1),
+                "median_cpu_seconds": round(statistics.median(m.cpu_seconds for m in mine), 1),
+                "median_peak_rss_mb": round(statistics.median(m.peak_rss_mb for m in mine)),
+                "runs": len(mine),
+            }
+    return summary
+
+
+def bench_reference(out_dir: Path, repeat: int) -> int:
+    runs = []
+    for i in range(repeat):
+        started_cpu = time.process_time()
+        seconds, counts = run_reference()
+        runs.append(
+            {"seconds": round(seconds, 2), "cpu_seconds": time.process_time() - started_cpu}
+        )
+        print(
+            f"run {i + 1}/{repeat} DuckDB-native reference (CSV -> raw -> compiled dbt SQL, one "
+            f"process): {seconds:.1f}s  load {_load()}"
+        )
+    print(json.dumps(counts))
+    summary = {"median_seconds": round(statistics.median(r["seconds"] for r in runs), 2)}
+    _write(out_dir, "reference", {"summary": {"reference": summary}, "runs": runs, "load": _load()})
+    return 0
+
+
+def bench_scaling(out_dir: Path, scales: tuple[int, ...], repeat: int) -> int:
+    """``QUARTET_SCALE=N quartet run bare`` per scale, the run's own API counted."""
+    from core.source_api.data import published_store, store_path
+
+    env = {k: v for k, v in os.environ.items() if k not in (settings.SOURCE_API_URL_ENV,)}
+    results: list[Measurement] = []
+    builds = {}
+    for n in scales:  # the published store of each scale, built once (reported, not timed in runs)
+        fresh = not store_path(n).exists()
+        started = time.perf_counter()
+        published_store(n)
+        builds[n] = {"seconds": round(time.perf_counter() - started, 1), "fresh": fresh}
+        print(
+            f"scale {n}: published store {'built' if fresh else 'found'} in {builds[n]['seconds']}s"
+        )
+    for i in range(repeat):
+        for n in scales:
+            reset("bare")
+            m = measure(
+                f"scale-{n}",
+                [sys.executable, "-m", "core", "run"],
+                {**env, "QUARTET_SCALE": str(n)},
+                out_dir / f"scale-{n}-{i}.log",
+                interval=0.5,
+                scale=n,
+            )
+            results.append(m)
+            print(
+                f"run {i + 1}/{repeat} scale {n:3d}: {m.seconds:7.1f}s wall  {m.cpu_seconds:7.1f}s "
+                f"CPU  peak tree RSS {m.peak_rss_mb:6.0f} MB  load {_load()}  "
+                + ("ok" if m.exit_code == 0 else f"FAILED (exit {m.exit_code})"),
+                flush=True,
+            )
+    summary = _summarise(results, [f"scale-{n}" for n in scales])
+    base = summary.get(f"scale-{scales[0]}")
+    for n in scales:
+        s = summary.get(f"scale-{n}")
+        if s and base:
+            print(
+                f"scale {n:3d}: {s['median_seconds']:7.1f}s ({s['median_seconds'] / base['median_seconds']:.2f}x "
+                f"scale {scales[0]}), CPU {s['median_cpu_seconds']:.1f}s, peak {s['median_peak_rss_mb']} MB"
+            )
+    _write(
+        out_dir,
+        "scaling",
+        {
+            "summary": summary,
+            "stores": builds,
+            "runs": [asdict(m) for m in results],
+            "load": _load(),
+        },
+    )
+    return 0 if all(m.exit_code == 0 for m in results) else 1
+
+
+def main(
+    name: str,
+    *,
+    repeat: int = 3,
+    scale: int = 1,
+    as_of: str | None = None,
+    charts: bool = True,
+) -> int:
 
     out_dir = settings.state_dir() / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
-    if name == "source-api":
-        return bench_source_api(repeat)
-    if name == "reference":
-        seconds, counts = run_reference()
-        print(
-            f"DuckDB-native reference (CSV -> raw -> compiled dbt SQL, one process): {seconds:.1f}s"
-        )
-        print(json.dumps(counts))
-        return 0
+    try:
+        if name == "source-api":
+            return bench_source_api(repeat)
+        if name == "reference":
+            return bench_reference(out_dir, repeat)
+        if name == "scaling":
+            return bench_scaling(out_dir, (1, 3, 10), repeat)
+        if name == "charts":
+            return 0
+        return bench_pipelines(name, out_dir, repeat=repeat, scale=scale, as_of=as_of)
+    finally:
+        if charts and name != "source-api":
+            render_charts(out_dir)
+
+
+def bench_pipelines(name: str, out_dir: Path, *, repeat: int, scale: int, as_of: str | None) -> int:
+    from core.source_api import SourceAPIConfig, running_source_api
+
+    variants = _variants()
     names = (
-        ["bare"]
+        ["bare", *variants]
         if name == "bare"
         else ["bare", *(settings.ORCHESTRATORS if name == "all" else [name])]
     )
     env = {**os.environ, "QUARTET_SCALE": str(scale)}
+    env.pop("QUARTET_BENCH_VARIANTS", None)
     results: list[Measurement] = []
     with running_source_api(SourceAPIConfig(scale=scale)) as (url, token):
         env.update({settings.SOURCE_API_URL_ENV: url, settings.SOURCE_API_TOKEN_ENV: token})
         for i in range(repeat):
             for each in names:
-                reset(each)
-                m = measure(each, command(each, as_of), env, out_dir / f"{each}-{i}.log")
+                reset(each if each not in variants else "bare")
+                extra = dict(variants.get(each, {}))
+                root = extra.pop("_root", None)
+                run_env = {**env, **extra}
+                cwd = None
+                if root:  # another checkout's bare pipeline, its own state under its root
+                    cwd = Path(root).resolve()
+                    run_env["PYTHONPATH"] = str(cwd)
+                    run_env["QUARTET_HOME"] = str(cwd)
+                    for stale in (cwd / "warehouse" / "bare.duckdb", cwd / ".quartet" / "bare"):
+                        if stale.is_dir():
+                            shutil.rmtree(stale, ignore_errors=True)
+                        else:
+                            stale.unlink(missing_ok=True)
+                argv = command("bare" if each in variants else each, as_of)
+                m = measure(each, argv, run_env, out_dir / f"{each}-{i}.log", cwd=cwd, scale=scale)
                 results.append(m)
                 status = (
                     "ok"
@@ -261,29 +427,131 @@ def main(name: str, *, repeat: int = 3, scale: int = 1, as_of: str | None = None
                     else f"FAILED (exit {m.exit_code}, see {out_dir}/{each}-{i}.log)"
                 )
                 print(
-                    f"run {i + 1}/{repeat} {each:9s} {m.seconds:7.1f}s  peak RSS {m.peak_rss_mb:7.0f} MB  {status}",
+                    f"run {i + 1}/{repeat} {each:12s} {m.seconds:7.1f}s  CPU {m.cpu_seconds:6.1f}s  "
+                    f"peak RSS {m.peak_rss_mb:7.0f} MB  load {_load():4.1f}  {status}",
                     flush=True,
                 )
-    summary = {}
-    for each in names:
-        mine = [m for m in results if m.name == each and m.exit_code == 0]
-        if mine:
-            summary[each] = {
-                "median_seconds": round(statistics.median(m.seconds for m in mine), 1),
-                "median_peak_rss_mb": round(statistics.median(m.peak_rss_mb for m in mine)),
-                "runs": len(mine),
-            }
+    summary = _summarise(results, names)
     base = summary.get("bare")
     print(f"\nfull year (scale {scale}), medians of {repeat} alternating runs:")
-    print(f"{'pipeline':10s} {'wall s':>8s} {'x bare':>7s} {'peak RSS MB':>12s} {'x bare':>7s}")
+    print(
+        f"{'pipeline':12s} {'wall s':>8s} {'x bare':>7s} {'CPU s':>7s} {'x bare':>7s} "
+        f"{'peak RSS MB':>12s} {'x bare':>7s}"
+    )
     for each, s in summary.items():
-        ratio_t = s["median_seconds"] / base["median_seconds"] if base else float("nan")
-        ratio_m = s["median_peak_rss_mb"] / base["median_peak_rss_mb"] if base else float("nan")
+
+        def ratio(key: str, s=s) -> float:
+            return s[key] / base[key] if base and base[key] else float("nan")
+
         print(
-            f"{each:10s} {s['median_seconds']:8.1f} {ratio_t:7.2f} {s['median_peak_rss_mb']:12d} {ratio_m:7.2f}"
+            f"{each:12s} {s['median_seconds']:8.1f} {ratio('median_seconds'):7.2f} "
+            f"{s['median_cpu_seconds']:7.1f} {ratio('median_cpu_seconds'):7.2f} "
+            f"{s['median_peak_rss_mb']:12d} {ratio('median_peak_rss_mb'):7.2f}"
         )
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    (out_dir / f"bench-{name}-{stamp}.json").write_text(
-        json.dumps({"summary": summary, "runs": [asdict(m) for m in results]}, indent=2)
+    _write(
+        out_dir,
+        name,
+        {
+            "summary": summary,
+            "scale": scale,
+            "variants": variants,
+            "runs": [asdict(m) for m in results],
+            "load": _load(),
+        },
     )
     return 0 if all(m.exit_code == 0 for m in results) else 1
+
+
+def _latest(out_dir: Path, name: str) -> dict | None:
+    found = sorted(out_dir.glob(f"bench-{name}-*.json"))
+    return json.loads(found[-1].read_text()) if found else None
+
+
+def render_charts(out_dir: Path, img_dir: Path | None = None) -> list[Path]:
+    """docs/img/bench-*.png from the latest bench JSONs (matplotlib, no display needed)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - matplotlib comes with the dev group
+        print("matplotlib is not installed: no charts (uv sync --group dev)")
+        return []
+    img_dir = img_dir or settings.REPO_ROOT / "docs" / "img"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    # 1. bare (and variants/orchestrators measured beside it) vs the reference
+    bars: dict[str, dict] = {}
+    reference = _latest(out_dir, "reference")
+    if reference:
+        bars["DuckDB-native\nreference"] = {
+            "median_seconds": reference["summary"]["reference"]["median_seconds"]
+        }
+    for source in ("bare", *settings.ORCHESTRATORS):
+        data = _latest(out_dir, source)
+        if not data:
+            continue
+        for label, s in data["summary"].items():
+            if label == "bare" and source != "bare":
+                continue  # an orchestrator bench's bare is shown by the bare bench
+            bars.setdefault(label, s)
+    if bars:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+        labels = list(bars)
+        wall = [bars[k].get("median_seconds", 0) for k in labels]
+        cpu = [bars[k].get("median_cpu_seconds", 0) for k in labels]
+        rss = [bars[k].get("median_peak_rss_mb", 0) for k in labels]
+        x = range(len(labels))
+        ax1.bar([i - 0.2 for i in x], wall, width=0.4, label="wall s", color="#4c72b0")
+        ax1.bar([i + 0.2 for i in x], cpu, width=0.4, label="CPU s (tree)", color="#dd8452")
+        ax1.set_xticks(list(x), labels, rotation=20, ha="right", fontsize=8)
+        ax1.set_ylabel("seconds (median)")
+        ax1.set_title("Full year: time")
+        ax1.legend(fontsize=8)
+        for i, w in zip(x, wall, strict=True):
+            ax1.annotate(f"{w:.1f}", (i - 0.2, w), ha="center", va="bottom", fontsize=7)
+        ax2.bar(list(x), rss, color="#55a868")
+        ax2.set_xticks(list(x), labels, rotation=20, ha="right", fontsize=8)
+        ax2.set_ylabel("peak RSS of the process tree, MB")
+        ax2.set_title("Full year: memory")
+        fig.suptitle("quartet bench bare / reference (same session, medians)", fontsize=10)
+        fig.tight_layout()
+        path = img_dir / "bench-bare.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+    # 2. the scaling curve
+    scaling = _latest(out_dir, "scaling")
+    if scaling and scaling["summary"]:
+        points = sorted((int(k.split("-")[1]), v) for k, v in scaling["summary"].items())
+        scales = [n for n, _ in points]
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+        wall = [v["median_seconds"] for _, v in points]
+        ax1.plot(scales, wall, "o-", label="wall s")
+        ax1.plot(scales, [v["median_cpu_seconds"] for _, v in points], "s--", label="CPU s (tree)")
+        ax1.plot(
+            scales, [wall[0] * n / scales[0] for n in scales], ":", color="grey", label="linear"
+        )
+        ax1.set_xlabel("scale (x 2013: 346k flight records each)")
+        ax1.set_ylabel("seconds")
+        ax1.set_title("QUARTET_SCALE=N quartet run bare: time")
+        ax1.legend(fontsize=8)
+        ax2.plot(scales, [v["median_peak_rss_mb"] for _, v in points], "o-", color="#55a868")
+        ax2.axhline(1536, color="red", linestyle=":", label="1.5 GB")
+        ax2.set_xlabel("scale")
+        ax2.set_ylabel("peak RSS of the process tree, MB")
+        ax2.set_title("memory (API + pipeline + dbt)")
+        ax2.set_ylim(bottom=0)
+        ax2.legend(fontsize=8)
+        for ax in (ax1, ax2):
+            ax.set_xticks(scales)
+        fig.tight_layout()
+        path = img_dir / "bench-scaling.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    for path in written:
+        print(f"chart -> {path}")
+    return written

@@ -300,7 +300,10 @@ def parser() -> argparse.ArgumentParser:
     lin.set_defaults(func=cmd_lineage)
 
     bench = sub.add_parser("bench", help="full-year wall time and peak RSS beside bare")
-    bench.add_argument("name", choices=[*settings.PIPELINE_NAMES, "all", "reference", "source-api"])
+    bench.add_argument(
+        "name",
+        choices=[*settings.PIPELINE_NAMES, "all", "reference", "source-api", "scaling", "charts"],
+    )
     bench.add_argument("--repeat", type=int, default=3)
     bench.add_argument("--scale", type=int, default=1)
     bench.set_defaults(func=cmd_bench)
