@@ -123,7 +123,8 @@ def for_pipeline(name: str, *, export: bool = True) -> PipelineSettings:
         name=name,
         warehouse=warehouse,
         pipelines_dir=root / "dlt",
-        dbt_target_dir=root / "dbt" / "target",
+        # its own dbt target dir on PostgreSQL: partial parsing is per profile
+        dbt_target_dir=root / "dbt" / ("target-postgres" if warehouse_url() else "target"),
         dbt_log_dir=root / "dbt" / "logs",
         warehouse_url=warehouse_url(),
     )

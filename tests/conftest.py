@@ -106,3 +106,34 @@ def alert_receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[AlertReceiver]:
     monkeypatch.setenv(settings.ALERT_WEBHOOK_ENV, receiver.url)
     yield receiver
     receiver.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(quartet_home: Path):
+    """One PostgreSQL server for the session (core/postgres.py): a testcontainers container when
+    a Docker engine answers, else the local server from the machine's binaries, its data in a
+    folder of its own (under /tmp: the postgres user cannot enter pytest's 0700 temp folders).
+    Exported as QUARTET_POSTGRES_URL, so ``postgres.database_url(name)`` uses it; stopped at the
+    end only if this session started it."""
+    import shutil
+    import tempfile
+
+    from core import postgres
+
+    previous = {key: os.environ.get(key) for key in (postgres.URL_ENV, postgres.HOME_ENV)}
+    folder = None
+    if not previous[postgres.URL_ENV] and not previous[postgres.HOME_ENV]:
+        folder = Path(tempfile.mkdtemp(prefix="quartet-pg-"))
+        folder.chmod(0o755)
+        os.environ[postgres.HOME_ENV] = str(folder)
+    server = postgres.start()
+    os.environ[postgres.URL_ENV] = server.admin_url
+    yield server
+    server.stop()
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    if folder is not None:  # a fresh folder: its server was started, and now stopped, here
+        shutil.rmtree(folder, ignore_errors=True)
