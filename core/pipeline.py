@@ -62,10 +62,14 @@ def dlt_pipeline(pipeline: settings.PipelineSettings, unit: str | None = None) -
     once; DuckDB runs keep one dlt pipeline per run name.
     """
     if pipeline.warehouse_url:
+        from urllib.parse import urlsplit
+
         suffix = f"_{unit}" if unit else ""
+        parts = urlsplit(pipeline.warehouse_url)  # one working dir per database: no stale cursor
+        where = f"{parts.hostname}_{parts.port or 5432}_{parts.path.strip('/')}"
         return dlt.pipeline(
             pipeline_name=pipeline.pipeline_name + suffix,
-            pipelines_dir=str(pipeline.pipelines_dir / f"postgres{suffix}"),
+            pipelines_dir=str(pipeline.pipelines_dir / f"postgres_{where}{suffix}"),
             destination=dlt.destinations.postgres(credentials=pipeline.warehouse_url),
             dataset_name=settings.RAW_SCHEMA,
         )
@@ -98,6 +102,13 @@ def settle_pending(p: dlt.Pipeline, pipeline: settings.PipelineSettings, *, log:
     if not pipeline.warehouse_url and not pipeline.warehouse.exists():
         log(f"[{pipeline.name}] the warehouse is gone: resetting dlt's state in {working}")
         return p.drop()
+    if (
+        pipeline.warehouse_url
+        and not p.first_run
+        and not warehouse.table_counts(pipeline.warehouse_url, (settings.RAW_SCHEMA,))
+    ):
+        log(f"[{pipeline.name}] the raw schema is gone: resetting dlt's state in {working}")
+        return p.drop()
     if not p.has_pending_data:
         return p
     packages = [*p.list_extracted_load_packages(), *p.list_normalized_load_packages()]
@@ -125,6 +136,29 @@ def _root_cause(exc: BaseException) -> BaseException:
     return seen
 
 
+def _run_dlt(p: dlt.Pipeline, source, loader_file_format: str) -> None:
+    """``p.run``; when concurrent units race to create the same tables in a fresh PostgreSQL
+    dataset (dlt's own tables), the load step is retried: dlt re-reads the destination and
+    applies only what is missing (dlt.pipeline.helpers.retry_schema_update)."""
+    from dlt.pipeline.helpers import retry_schema_update
+
+    schema_race = retry_schema_update()
+    try:
+        p.run(source, loader_file_format=loader_file_format)
+        return
+    except PipelineStepFailed as exc:
+        if not schema_race(exc):
+            raise
+    for attempt in range(1, 5):
+        time.sleep(0.2 * attempt)
+        try:
+            p.load()
+            return
+        except PipelineStepFailed as exc:
+            if not schema_race(exc) or attempt == 4:
+                raise
+
+
 def ingest(
     name: str,
     run_window: RunWindow,
@@ -149,12 +183,7 @@ def ingest(
         source = flights_source(config, run_window, base_url=base_url, token=token)
         p = settle_pending(dlt_pipeline(pipeline, unit), pipeline, log=log)
         try:
-            p.run(
-                source,
-                loader_file_format=warehouse.loader_file_format(
-                    location, config.loader_file_format
-                ),
-            )
+            _run_dlt(p, source, warehouse.loader_file_format(location, config.loader_file_format))
         except PipelineStepFailed as exc:
             cause = _root_cause(exc)
             hint = ""
