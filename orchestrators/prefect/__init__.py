@@ -1,8 +1,9 @@
-"""Quartet on Prefect 3: the shared dlt + dbt pipeline as flows, tasks and served deployments.
+"""Quartet on Prefect 3: the shared dlt + dbt pipeline as flows, tasks and deployments.
 
-Modules: ``flows`` (tasks, subflows, the failure hook), ``deployments`` (what ``serve`` serves:
-schedule, event trigger, the source watcher; the secret block and the concurrency limit),
-``lineage`` (the graph the flows declare), ``__main__`` (``run`` / ``ui`` / ``lineage``).
+File plan: ``flows`` (tasks, subflows, the failure hook, the warehouse slot), ``deployments``
+(schedules, the as-of trigger, the source watcher; the Secret block and the concurrency limit),
+``run`` (dev mode), ``ui``, ``deploy`` (server on PostgreSQL, a process work pool and its worker),
+``lineage`` (the graph the flows declare).
 
 This module imports no Prefect: :func:`configure` must set ``PREFECT_HOME`` before Prefect reads
 its settings.
@@ -11,9 +12,8 @@ its settings.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from core import settings
+from core import kit
 
 #: the pipeline name: warehouse/prefect.duckdb, dlt pipeline quartet_prefect
 NAME = "prefect"
@@ -29,11 +29,6 @@ WATERMARK_VARIABLE = "quartet_source_watermark"
 DEFAULT_UI_PORT = 4200
 
 
-def home() -> Path:
-    """PREFECT_HOME of Quartet's Prefect (database, local results, logs): gitignored state."""
-    return settings.state_dir() / NAME / "home"
-
-
 def configure(api_url: str | None = None) -> None:
     """Point Prefect at Quartet's home (and at a server when ``api_url`` is given).
 
@@ -41,9 +36,9 @@ def configure(api_url: str | None = None) -> None:
     environment), flows run against Prefect's ephemeral API: a server process on a SQLite
     database in PREFECT_HOME, started on first use.
     """
-    home().mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_HOME", str(home()))
-    # The ephemeral server's first start (database created, no bytecode yet) is slow (TRAPS.md).
+    os.environ.setdefault("PREFECT_HOME", str(kit.home(NAME)))
+    # The ephemeral server's first start in a fresh environment creates its database and has no
+    # bytecode yet: it can take minutes on a busy machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if api_url:

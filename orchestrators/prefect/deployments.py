@@ -1,14 +1,17 @@
-"""What ``serve`` serves, and the server-side objects the flows need.
+"""The deployments, and the server-side objects the flows need.
 
-* ``quartet-pipeline/monthly``: cron on the 2nd of each month, 06:00 UTC, and a deployment
-  trigger on ``quartet.source.published`` events (its ``as_of`` becomes the run's parameter);
-* ``quartet-ingestion/ingestion-only`` and ``quartet-transformation/transformation-only``: the
-  two halves alone;
-* ``quartet-source-watcher/poll``: every N seconds, compares the source API's watermark with the
-  one it saw last (a Prefect variable) and emits ``quartet.source.published`` when it moved.
+* ``quartet-pipeline/full``: the schedule of the policy (cron) and a deployment trigger on
+  ``quartet.source.published`` events (its ``as_of`` becomes the run's parameter): an automation
+  on the server;
+* ``quartet-ingestion/ingestion``, ``quartet-transformation/transformation``: the halves alone;
+* ``quartet-backfill/backfill``: a month range as one flow run, an ingestion subflow per month;
+* ``quartet-source-watcher/poll``: every ``source_poll_seconds``, compares the source API's
+  watermark with the one it saw last (a Prefect variable) and emits ``quartet.source.published``
+  when it moved.
 
-:func:`provision` creates the Secret block with the API token and the warehouse's global
-concurrency limit (1 slot).
+``ui`` serves them from its own process; the deployed mode registers them against a ``process``
+work pool whose worker starts each flow run in the repository. :func:`provision` creates the
+Secret block with the API token and the warehouse's global concurrency limit (1 slot).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events import DeploymentEventTrigger, emit_event
 from prefect.variables import Variable
 
+from core import kit
 from core.source_api import api_status
 from orchestrators.prefect import (
     NEW_DATA_EVENT,
@@ -30,18 +34,26 @@ from orchestrators.prefect import (
     WAREHOUSE_LIMIT,
     WATERMARK_VARIABLE,
 )
-from orchestrators.prefect.flows import ingestion, pipeline, source_url, transformation
+from orchestrators.prefect.flows import (
+    backfill,
+    ingestion,
+    pipeline,
+    release_stale_slots,
+    source_url,
+    transformation,
+)
 
-MONTHLY_CRON = "0 6 2 * *"
-#: seconds between two polls of the source API (QUARTET_PREFECT_WATCH_SECONDS overrides)
-WATCH_SECONDS = 60
+#: every deployment's runs carry it (the crash automation of the deployed mode matches on it)
+TAG = "quartet"
 
 
 def provision(token: str) -> None:
-    """The Secret block with the source API token, and the warehouse writer's concurrency limit."""
+    """The Secret block with the source API token, the warehouse writer's concurrency limit, and
+    its slots freed when a run that died left them occupied."""
     Secret(value=token).save(TOKEN_BLOCK, overwrite=True)
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(WAREHOUSE_LIMIT, limit=1)
+    release_stale_slots()
 
 
 @flow(name="quartet-source-watcher")
@@ -71,16 +83,23 @@ def watch_source() -> dict | None:
     return payload
 
 
+def poll_seconds() -> float:
+    """The watcher's interval: the policy's, or QUARTET_PREFECT_WATCH_SECONDS (tests)."""
+    return float(os.environ.get("QUARTET_PREFECT_WATCH_SECONDS", kit.policy().source_poll_seconds))
+
+
 def deployments() -> list[RunnerDeployment]:
+    """The five deployments; their entrypoints are module paths, resolved from the repository."""
     module = EntrypointType.MODULE_PATH  # loaded as orchestrators.prefect.flows.<flow>
     one_at_a_time = ConcurrencyLimitConfig(
         limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
     )
-    watch_seconds = int(os.environ.get("QUARTET_PREFECT_WATCH_SECONDS", WATCH_SECONDS))
+    common = {"tags": [TAG], "entrypoint_type": module}
+    writers = {**common, "concurrency_limit": one_at_a_time}
     return [
         pipeline.to_deployment(
-            "monthly",
-            cron=MONTHLY_CRON,
+            "full",
+            cron=kit.policy().schedule,
             triggers=[
                 DeploymentEventTrigger(
                     name="quartet-pipeline on new source data",
@@ -89,24 +108,13 @@ def deployments() -> list[RunnerDeployment]:
                     parameters={"as_of": "{{ event.payload.as_of }}"},
                 )
             ],
-            concurrency_limit=one_at_a_time,
-            description="Full pipeline: ingestion, then dbt build. Monthly, and on new source data.",
-            tags=["quartet"],
-            entrypoint_type=module,
+            description="Full pipeline: ingestion, then dbt build. On schedule and on new data.",
+            **writers,
         ),
-        ingestion.to_deployment(
-            "ingestion-only",
-            concurrency_limit=one_at_a_time,
-            tags=["quartet"],
-            entrypoint_type=module,
+        ingestion.to_deployment("ingestion", **writers),
+        transformation.to_deployment("transformation", **writers),
+        backfill.to_deployment(
+            "backfill", description="A month range: a subflow per month, then dbt.", **writers
         ),
-        transformation.to_deployment(
-            "transformation-only",
-            concurrency_limit=one_at_a_time,
-            tags=["quartet"],
-            entrypoint_type=module,
-        ),
-        watch_source.to_deployment(
-            "poll", interval=watch_seconds, tags=["quartet"], entrypoint_type=module
-        ),
+        watch_source.to_deployment("poll", interval=poll_seconds(), **common),
     ]

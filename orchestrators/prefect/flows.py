@@ -1,11 +1,12 @@
 """The pipeline as Prefect flows over the shared core.
 
 * ``quartet-ingestion``: one task run per dlt resource (``ingest flights``, ...), each a
-  materializing task of its raw table's asset, retried with bounded exponential backoff;
+  materializing task of its raw table's asset, retried for transient faults only;
 * ``quartet-transformation``: ``dbt build`` through prefect-dbt's ``PrefectDbtRunner``, one task
   run per dbt node (models, data tests, unit tests); a failed node fails the flow;
 * ``quartet-pipeline``: both as subflows (an ingestion subflow per month when partitions are
-  given); the subflow boundary is the coordination point between ingestion and transformation.
+  given); the subflow boundary is the coordination point between ingestion and transformation;
+* ``quartet-backfill``: a month range as one parent flow run, an ingestion subflow per month.
 
 Every writer of the warehouse occupies the one slot of the global concurrency limit
 ``quartet-warehouse-prefect``; the source API token comes from the ``quartet-source-api-token``
@@ -14,27 +15,34 @@ Secret block; a failed top-level flow run posts an alert from its ``on_failure``
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import os
 
 from dbt_common.events.base_types import EventLevel
-from prefect import flow, get_run_logger
+from prefect import flow, get_client, get_run_logger
 from prefect.assets import Asset, AssetProperties, materialize
 from prefect.blocks.system import Secret
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 from prefect.client.schemas.objects import Flow, FlowRun, State, TaskRun
 from prefect.concurrency.sync import concurrency
-from prefect.tasks import MaterializingTask, Task, exponential_backoff
+from prefect.tasks import MaterializingTask, Task
 from prefect.utilities.urls import url_for
 from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
 from prefect_dbt.utilities import format_resource_id
 
-from core import alerts, dbt, settings, warehouse
-from core.ingestion import ConfigError, load_config, window
+from core import alerts, dbt, kit, lineage, settings, warehouse
+from core.ingestion import ConfigError, load_config, parse_partition, window
+from core.kit import progress
 from core.pipeline import ingest
 from core.source import MalformedRecordError
 from core.warehouse import WarehouseBusyError
 from orchestrators.prefect import NAME, TOKEN_BLOCK, WAREHOUSE_LIMIT
+
+#: Prefect's API refuses concurrency leases shorter than a minute
+MIN_LEASE_SECONDS = 60
 
 
 def alert_on_failure(flow: Flow, flow_run: FlowRun, state: State) -> None:
@@ -47,19 +55,56 @@ def alert_on_failure(flow: Flow, flow_run: FlowRun, state: State) -> None:
     alerts.send_alert(payload)
 
 
+def release_stale_slots(say=print) -> int:
+    """Free the warehouse slots no live writer holds; returns how many (0 when none were stale).
+
+    A run killed with SIGKILL leaves its slot occupied. On a long-lived server the slot's lease
+    expires (it is renewed only while its holder lives) and Prefect's repossessor frees it; but a
+    lease kept in memory is gone when its server stops (the ephemeral server of a dev run, a
+    restarted ``prefect server start``), and then nothing would ever free the slot. Every holder
+    of the slot also holds the warehouse's writer lock, which the kernel releases when its process
+    dies: when that lock is free, every occupied slot belongs to a dead run.
+    """
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(WAREHOUSE_LIMIT)
+        if not limit.active_slots:
+            return 0
+        location = settings.for_pipeline(NAME, export=False).location
+        try:
+            with warehouse.writer_lock(location, timeout=0, purpose=f"{NAME} slot check"):
+                client.update_global_concurrency_limit(
+                    WAREHOUSE_LIMIT, GlobalConcurrencyLimitUpdate(active_slots=0)
+                )
+        except WarehouseBusyError:  # a live writer: its slot is not stale
+            return 0
+    say(
+        f"[{NAME}] released {limit.active_slots} warehouse slot(s) of {WAREHOUSE_LIMIT} left "
+        "occupied by a run that died (killed before it could give them back)"
+    )
+    return limit.active_slots
+
+
 def writer_slot():
-    """The warehouse's one writer slot; waits up to QUARTET_LOCK_TIMEOUT, then fails clearly."""
+    """The warehouse's one writer slot; waits up to QUARTET_LOCK_TIMEOUT, then fails clearly.
+
+    Its lease lasts ``heartbeat_seconds`` (at least Prefect's minimum) and is renewed while the
+    holder lives: a holder killed mid-run loses it that long after, freed by the server.
+    """
     return concurrency(
-        WAREHOUSE_LIMIT, occupy=1, timeout_seconds=warehouse.lock_timeout(), strict=True
+        WAREHOUSE_LIMIT,
+        occupy=1,
+        timeout_seconds=warehouse.lock_timeout(),
+        lease_duration=max(MIN_LEASE_SECONDS, kit.policy().heartbeat_seconds),
+        strict=True,
     )
 
 
 def source_url() -> str:
     url = os.environ.get(settings.SOURCE_API_URL_ENV)
     if not url:
-        raise RuntimeError(
+        raise ConfigError(
             f"{settings.SOURCE_API_URL_ENV} is not set: start the flows through "
-            "`python -m orchestrators.prefect run|ui`, which start the source API, or export it"
+            "`quartet run prefect` (which starts the source API), a deployment, or export it"
         )
     return url
 
@@ -77,57 +122,83 @@ def raw_asset(resource: str) -> Asset:
     )
 
 
+def unit_done(line: str) -> None:
+    """A unit's progress line: on this process's stdout, and in the run's log on the server
+    (where ``quartet run prefect --deployed`` reads it)."""
+    print(line, flush=True)
+    get_run_logger().info(line)
+
+
 def ingest_resource(resource: str, as_of: str | None, partition: str | None) -> dict[str, int]:
     """Load one resource's window (the body of each ``ingest <resource>`` task)."""
     config = load_config()
     run_window = window(config, as_of=as_of, partition=partition, resources=(resource,))
     token = Secret.load(TOKEN_BLOCK).get()
+    logger = get_run_logger()
     with writer_slot():
         result = ingest(
-            NAME, run_window, base_url=source_url(), token=token, config=config,
-            log=get_run_logger().info,
-        )  # fmt: skip
+            NAME, run_window, base_url=source_url(), token=token, config=config, log=logger.info
+        )
+    unit = f"{resource} {partition or ''}".strip()
+    new = progress.rows(result.new_rows[resource], new=True)
+    unit_done(progress.unit_line(NAME, "ingest", unit, result.seconds, new))
     return {"fetched": result.rows_fetched[resource], "new": result.new_rows[resource]}
 
 
 def _causes(exc: BaseException | None):
-    while exc is not None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
         yield exc
         exc = exc.__cause__ or exc.__context__
 
 
+#: errors a retry cannot fix: a broken record, a wrong setting, a failing dbt node, a busy
+#: warehouse (the run already waited QUARTET_LOCK_TIMEOUT), a missing module
+PERMANENT = (
+    ConfigError,
+    MalformedRecordError,
+    dbt.DbtBuildError,
+    WarehouseBusyError,
+    TimeoutError,
+    ImportError,
+)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True when no retry can fix ``exc`` (or what caused it): also a token the API rejected."""
+    return any(isinstance(e, PERMANENT) or "401" in str(e) for e in _causes(exc))
+
+
 def worth_retrying(task: Task, task_run: TaskRun, state: State) -> bool:
-    """Retry what may pass next time (API faults, a busy warehouse); not a broken record,
-    a wrong setting, a rejected token or a missing module."""
+    """Prefect's retry_condition_fn: retry only what may pass next time (API faults that outlived
+    dlt's own HTTP retries, a lost connection)."""
     try:
         state.result()
-    except (TimeoutError, WarehouseBusyError):  # waited QUARTET_LOCK_TIMEOUT for the warehouse
-        return False
     except Exception as exc:
-        permanent = (ConfigError, MalformedRecordError, ImportError)
-        if any(isinstance(e, permanent) or "401" in str(e) for e in _causes(exc)):
-            return False
+        return not is_permanent(exc)
     return True
 
 
 def ingest_task(resource: str) -> MaterializingTask:
-    """The task of one resource: it materializes ``raw.<resource>``; 3 retries after 10, 20 and
-    40 s (+/- 20%), on top of dlt's own HTTP retries."""
+    """The task of one resource: it materializes ``raw.<resource>``; retried (policy) for
+    transient faults only, on top of dlt's own HTTP retries."""
+    policy = kit.policy()
     return materialize(
         raw_asset(resource),
         by="dlt",
         name=f"ingest-{resource}",
         task_run_name=f"ingest {resource}",
-        retries=3,
-        retry_delay_seconds=exponential_backoff(backoff_factor=10),
+        retries=policy.unit_retries,
+        retry_delay_seconds=policy.retry_delays(),
         retry_jitter_factor=0.2,
         retry_condition_fn=worth_retrying,
         cache_policy=NO_CACHE,
     )(ingest_resource)
 
 
-def _as_of(value: dt.date | None) -> str | None:
-    return value.isoformat() if value else None
+def _as_of(value: dt.date | str | None) -> str | None:
+    return value.isoformat() if isinstance(value, dt.date) else value
 
 
 @flow(name="quartet-ingestion", on_failure=[alert_on_failure])
@@ -158,29 +229,55 @@ def dbt_settings(pipeline: settings.PipelineSettings) -> PrefectDbtSettings:
     )
 
 
+def _report_models(results) -> None:
+    """One progress line per model with its rows and how many of its tests passed."""
+    graph = lineage.canonical()
+    by_name = {r.node.name: r for r in results}
+    for model in graph.order():
+        result = by_name.get(model)
+        if result is None:
+            continue
+        tests = [by_name[t] for t in graph.tests.get(model, ()) if t in by_name]
+        passed = sum(str(t.status) == "pass" for t in tests)
+        rows = (result.adapter_response or {}).get("rows_affected")
+        detail = ", ".join(
+            p
+            for p in (progress.rows(rows), progress.tests_summary(passed, len(tests) - passed))
+            if p
+        )
+        seconds = result.execution_time or 0.0
+        unit_done(progress.unit_line(NAME, "dbt", model, seconds, detail))
+
+
 @flow(name="quartet-transformation", on_failure=[alert_on_failure])
 def transformation(select: list[str] | None = None) -> dict[str, int]:
     """``dbt build`` (models, data tests, unit tests in DAG order): one task run per dbt node."""
     pipeline = settings.for_pipeline(NAME)  # exports QUARTET_WAREHOUSE for profiles.yml
     dbt.prepare_manifest()
-    dbt._seed_partial_parse(pipeline.dbt_target_dir)  # start from the prepared parse
-    runner = PrefectDbtRunner(settings=dbt_settings(pipeline))
+    dbt.seed_partial_parse(pipeline.dbt_target_dir)  # start from the prepared parse
+    runner = PrefectDbtRunner(settings=dbt_settings(pipeline), raise_on_failure=False)
     args = ["build", "--log-path", str(pipeline.dbt_log_dir)]
     if select:
         args += ["--select", *select]
     with writer_slot(), warehouse.writer_lock(pipeline.warehouse, purpose=f"{NAME} dbt build"):
         try:
-            result = runner.invoke(args)  # raises on any failed node, naming it
+            result = runner.invoke(args)
         finally:
-            dbt._release_warehouse()  # dbt-duckdb keeps the file open for the process
+            dbt.release_warehouse()  # dbt-duckdb keeps the file open for the process
+    if not result.success:
+        run_results = pipeline.dbt_target_dir / "run_results.json"
+        failures = []
+        with contextlib.suppress(OSError, ValueError):
+            failures = dbt.failures_from_run_results(json.loads(run_results.read_text()))
+        raise dbt.DbtBuildError(
+            dbt.failure_report(failures, f"see {pipeline.dbt_log_dir}"), failures
+        ) from result.exception
+    _report_models(result.result.results)
     statuses = [str(r.status) for r in result.result.results]
     return {status: statuses.count(status) for status in sorted(set(statuses))}
 
 
-@flow(name="quartet-pipeline", on_failure=[alert_on_failure])
-def pipeline(as_of: dt.date | None = None, partitions: list[str] | None = None) -> dict:
-    """Ingest, then build dbt. With partitions (a backfill): one ingestion subflow per month in
-    the order given, then one dbt build over all of them."""
+def _ingest_then_build(as_of: dt.date | str | None, partitions: list[str] | None) -> dict:
     config = load_config()
     for partition in partitions or []:
         window(config, as_of=_as_of(as_of), partition=partition)  # fail before any run
@@ -193,3 +290,28 @@ def pipeline(as_of: dt.date | None = None, partitions: list[str] | None = None) 
     # the coordination point: dbt starts once every ingestion subflow has completed
     built = transformation()
     return {"ingested": ingested, "dbt": built}
+
+
+@flow(name="quartet-pipeline", on_failure=[alert_on_failure])
+def pipeline(as_of: dt.date | None = None, partitions: list[str] | None = None) -> dict:
+    """Ingest, then build dbt. With partitions (a backfill): one ingestion subflow per month in
+    the order given, then one dbt build over all of them."""
+    return _ingest_then_build(as_of, partitions)
+
+
+def month_range(start: str, end: str) -> list[str]:
+    """``2013-01``..``2013-03`` -> the months in between, both ends included."""
+    (year, month), last = parse_partition(start), parse_partition(end)
+    months = []
+    while (year, month) <= last:
+        months.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    if not months:
+        raise ConfigError(f"backfill range {start}..{end} holds no month")
+    return months
+
+
+@flow(name="quartet-backfill", on_failure=[alert_on_failure])
+def backfill(start: str, end: str, as_of: dt.date | None = None) -> dict:
+    """A range of months as one flow run: an ingestion subflow per month, then one dbt build."""
+    return _ingest_then_build(as_of, month_range(start, end))

@@ -2,30 +2,64 @@
 
 Prefect reads PREFECT_HOME when it is imported: it points at a temporary folder before any test
 module imports Prefect, so tests never touch ~/.prefect or the repository's .quartet/.
+
+Every process these tests start inherits a session marker in its environment; at the end of the
+session no Prefect server carrying it may still run (each one is stopped by the fixture that
+started it: a server left behind is reported, then stopped).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="quartet-prefect-home-")
+SESSION_MARKER = "QUARTET_PREFECT_TEST_SESSION"
+os.environ[SESSION_MARKER] = uuid.uuid4().hex
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-from core import settings  # noqa: E402
 from orchestrators.prefect import NAME  # noqa: E402
+from tests.helpers import fresh_warehouse as _fresh_warehouse  # noqa: E402
+
+
+def session_processes(*words: str) -> list[tuple[int, str]]:
+    """(pid, command line) of the live processes this session started whose command line
+    holds every one of ``words``."""
+    marker = f"{SESSION_MARKER}={os.environ[SESSION_MARKER]}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0") and all(w in cmdline for w in words):
+            found.append((int(proc.name), cmdline.strip()))
+    return found
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    left = session_processes("prefect", "server")
+    for pid, _cmd in left:  # ours (the marker says so): stop them, then fail the session
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+    if left:
+        print(f"\nFAILED: Prefect servers started by this session were still running: {left}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
@@ -36,25 +70,16 @@ def prefect_api(source_api) -> Iterator[None]:
 
     from orchestrators.prefect.deployments import provision
 
-    # first start in a fresh environment creates the database and compiles bytecode (TRAPS.md)
+    # the first start in a fresh environment creates the database and compiles bytecode
     with prefect_test_harness(server_startup_timeout=180):
         provision(source_api.token)
         yield
 
 
-def _reset_warehouse() -> Path:
-    """Forget everything the prefect pipeline loaded: warehouse file and dlt working state."""
-    pipeline = settings.for_pipeline(NAME)
-    for path in pipeline.warehouse.parent.glob(f"{pipeline.warehouse.name}*"):
-        path.unlink()
-    shutil.rmtree(pipeline.pipelines_dir, ignore_errors=True)
-    return pipeline.warehouse
-
-
 @pytest.fixture(scope="session")
 def reset_warehouse(quartet_home: Path):
     """Call it to start the prefect warehouse from nothing; returns its path."""
-    return _reset_warehouse
+    return lambda: _fresh_warehouse(NAME)
 
 
 @pytest.fixture

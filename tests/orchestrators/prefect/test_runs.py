@@ -1,4 +1,5 @@
-"""Runs of the flows: parity with bare, idempotency, backfills, faults, failures, alerts, writers.
+"""Runs of the flows: parity with bare, idempotency, backfills, faults, failures, alerts, writers,
+and a run killed with SIGKILL.
 
 The entry point runs in a child process on Prefect's ephemeral API (what a user runs); the other
 runs call the flows in this process against prefect_test_harness's server.
@@ -7,22 +8,33 @@ runs call the flows in this process against prefect_test_harness's server.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
-import duckdb
 import pytest
 
 from core import settings
-from core.fingerprint import describe_diffs, diff, fingerprint
+from core.fingerprint import fingerprint
 from core.lineage import canonical
-from tests.conftest import JANUARY
+from orchestrators.prefect import NAME
+from tests.helpers import (
+    JANUARY,
+    assert_same_as_bare,
+    expected,
+    fresh_warehouse,
+    own_source_api,
+    quartet,
+    table_rows,
+)
+
+assert_same = assert_same_as_bare
 
 
-def assert_same(expected, warehouse) -> None:
-    actual = fingerprint(warehouse)
-    differences = diff(expected, actual)
-    assert differences == [], describe_diffs("expected", "prefect", differences)
+def dev_env() -> dict:
+    """The environment of a user's run: Prefect's ephemeral API, not the session's harness."""
+    return {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
 
 
 def task_run_names(flow_run_id) -> set[str]:
@@ -48,24 +60,22 @@ def task_run_names(flow_run_id) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def january_run(source_api, reset_warehouse):
-    """``python -m orchestrators.prefect run --as-of 2013-01-31`` on the ephemeral API."""
-    reset_warehouse()
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "orchestrators.prefect", "run", "--as-of", JANUARY],
-        env=env,
-        cwd=settings.REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def january_run(source_api, quartet_home):
+    """``quartet run prefect --as-of 2013-01-31`` on the ephemeral API; returns its output."""
+    fresh_warehouse(NAME)
+    proc = quartet("run", NAME, "--as-of", JANUARY, env=dev_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return settings.for_pipeline("prefect").warehouse
+    return proc.stdout
 
 
 def test_run_entrypoint_matches_bare(january_run, bare_january) -> None:
-    assert_same(bare_january, january_run)
+    assert_same(settings.for_pipeline(NAME).warehouse, bare_january)
+    # one progress line per unit, and where Prefect's own log is
+    for resource in expected().resources:
+        assert f"[prefect] ingest  {resource}" in january_run
+    for model in expected().models:
+        assert f"[prefect] dbt     {model} " in january_run
+    assert "the orchestrator's log: " in january_run
 
 
 def test_rerun_changes_nothing(january_run, bare_january, prefect_api) -> None:
@@ -73,14 +83,10 @@ def test_rerun_changes_nothing(january_run, bare_january, prefect_api) -> None:
 
     state = pipeline(as_of=JANUARY, return_state=True)
     summary = state.result()
-    assert {r: counts["new"] for r, counts in summary["ingested"]["latest"].items()} == {
-        "flights": 0,
-        "weather": 0,
-        "planes": 0,
-        "airports": 0,
-        "airlines": 0,
-    }
-    assert_same(bare_january, january_run)
+    assert {
+        r: counts["new"] for r, counts in summary["ingested"]["latest"].items()
+    } == dict.fromkeys(expected().resources, 0)
+    assert_same(settings.for_pipeline(NAME).warehouse, bare_january)
     # one task run per resource and per dbt node (models, data tests, unit tests)
     graph = canonical()
     names = task_run_names(state.state_details.flow_run_id)
@@ -89,7 +95,8 @@ def test_rerun_changes_nothing(january_run, bare_january, prefect_api) -> None:
     } <= names
     assert {f"model {m}" for m, layer in graph.nodes.items() if layer != "raw"} <= names
     tests = {t for node_tests in graph.tests.values() for t in node_tests}
-    assert len([n for n in names if n.startswith(("test ", "unit_test "))]) == len(tests)
+    assert len([n for n in names if n.startswith(("test ", "unit_test "))]) == expected().tests
+    assert len(tests) == expected().tests
 
 
 def test_backfill_shuffled_through_api_faults_equals_in_order(
@@ -98,7 +105,6 @@ def test_backfill_shuffled_through_api_faults_equals_in_order(
     """Months in order from a clean API == the same months shuffled from an API where 20% of
     requests fail (500/503/429/dropped/slow): retries make the faults invisible, and the raw
     layer does not depend on the order months arrive in."""
-    from core.source_api import SourceAPIConfig, running_source_api
     from orchestrators.prefect.flows import pipeline
 
     months = ["2013-01", "2013-02"]
@@ -107,22 +113,18 @@ def test_backfill_shuffled_through_api_faults_equals_in_order(
     assert in_order.tables["marts.fct_flights"].rows > 0
 
     reset_warehouse()
-    monkeypatch.delenv(settings.SOURCE_API_URL_ENV)
-    with running_source_api(SourceAPIConfig(fault_rate=0.2, fault_seed=7)):
+    with own_source_api(fault_rate=0.2, fault_seed=7):
         summary = pipeline(partitions=months[::-1])
     assert list(summary["ingested"]) == months[::-1]  # one ingestion subflow per month, in order
-    assert_same(in_order, fresh_warehouse)
+    assert_same(fresh_warehouse, in_order)
 
 
 def test_failing_dbt_test_fails_the_run_blocks_marts_and_alerts(
     prefect_api, fresh_warehouse, alert_receiver, monkeypatch
 ) -> None:
-    from core.source_api import SourceAPIConfig, running_source_api
     from orchestrators.prefect.flows import pipeline
 
-    monkeypatch.delenv(settings.SOURCE_API_URL_ENV)
-    malformed = SourceAPIConfig(malformed=("flights:bad_value:2013-01-15",))
-    with running_source_api(malformed) as (_url, token):
+    with own_source_api(malformed=("flights:bad_value:2013-01-15",)) as (_url, token):
         state = pipeline(as_of=JANUARY, return_state=True)
 
     assert state.is_failed()
@@ -130,13 +132,10 @@ def test_failing_dbt_test_fails_the_run_blocks_marts_and_alerts(
     names = task_run_names(state.state_details.flow_run_id)
     assert "model stg_flights" in names
     assert not {"model fct_flights", "model route_stats", "model carrier_month_performance"} & names
-    with duckdb.connect(str(fresh_warehouse), read_only=True) as con:
-        tables = {
-            f"{s}.{t}"
-            for s, t in con.execute(
-                "select table_schema, table_name from information_schema.tables"
-            ).fetchall()
-        }
+    rows = table_rows(
+        fresh_warehouse, "select table_schema, table_name from information_schema.tables"
+    )
+    tables = {f"{schema}.{table}" for schema, table in rows}
     assert "staging.stg_flights" in tables
     assert not {"marts.fct_flights", "marts.route_stats"} & tables
 
@@ -159,3 +158,32 @@ def test_second_writer_fails_clearly(prefect_api, monkeypatch) -> None:
         state = transformation(return_state=True)
     assert state.is_failed()
     assert "TimeoutError" in state.message and "concurrency" in state.message.lower()
+
+
+def test_run_killed_mid_ingestion_next_run_succeeds_at_once(source_api, bare_january) -> None:
+    """kill -9 of a run (its whole process group: the run, its ephemeral Prefect server, its
+    source API) while it holds the warehouse slot: the next run frees the dead run's slot, says
+    so, and builds bare's warehouse instead of waiting for the slot until it gives up."""
+    warehouse = fresh_warehouse(NAME)
+    lock_file = warehouse.with_name(warehouse.name + ".lock")
+    env = {**dev_env(), "QUARTET_LOCK_TIMEOUT": "600"}  # a wait for the slot would hang the test
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "orchestrators.prefect", "run", "--as-of", JANUARY],
+        env=env, cwd=settings.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while "prefect ingest" not in (lock_file.read_text() if lock_file.exists() else ""):
+            assert killed.poll() is None, killed.stdout.read()[-3000:]
+            assert time.monotonic() < deadline, "the run never started ingesting"
+            time.sleep(0.2)
+    finally:
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait()
+        killed.stdout.close()
+
+    rerun = quartet("run", NAME, "--as-of", JANUARY, env=env)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "released 1 warehouse slot(s)" in rerun.stdout
+    assert_same(warehouse, bare_january)

@@ -14,15 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core import settings
+from core import kit, settings
+from core.net import free_port
 from core.source_api import SourceAPIConfig, set_clock, start_process
 from orchestrators.prefect import NEW_DATA_EVENT
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(what: str, check, proc: subprocess.Popen, log: Path, timeout: float = 420):
@@ -109,15 +104,17 @@ def test_ui_serves_pipeline_and_new_data_triggers_a_run(ui) -> None:
         log,
     )
     deployments = {d["name"]: d for d in wait_for("the served deployments", served, proc, log)}
-    assert set(deployments) == {"monthly", "ingestion-only", "transformation-only", "poll"}
-    assert [s["schedule"]["cron"] for s in deployments["monthly"]["schedules"]] == ["0 6 2 * *"]
+    assert set(deployments) == {"full", "ingestion", "transformation", "backfill", "poll"}
+    assert [s["schedule"]["cron"] for s in deployments["full"]["schedules"]] == [
+        kit.policy().schedule
+    ]
 
     page = httpx.get(base, timeout=10)
     assert page.status_code == 200 and "<title>Prefect Server</title>" in page.text
 
     automations = httpx.post(f"{api}/automations/filter", json={}, timeout=10).json()
     (trigger,) = [a for a in automations if NEW_DATA_EVENT in a["trigger"]["expect"]]
-    assert trigger["actions"][0]["deployment_id"] == deployments["monthly"]["id"]
+    assert trigger["actions"][0]["deployment_id"] == deployments["full"]["id"]
 
     # New data is published: the watcher emits the event, the trigger runs the deployment.
     set_clock(api_url, settings.DEV_API_TOKEN, "2013-02-28")
@@ -125,7 +122,7 @@ def test_ui_serves_pipeline_and_new_data_triggers_a_run(ui) -> None:
         "a pipeline run started by the trigger",
         lambda: [
             r
-            for r in flow_runs(api, deployment_id={"any_": [deployments["monthly"]["id"]]})
+            for r in flow_runs(api, deployment_id={"any_": [deployments["full"]["id"]]})
             if r["parameters"].get("as_of") == "2013-02-28"
         ],
         proc,

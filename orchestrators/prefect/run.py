@@ -1,0 +1,42 @@
+"""Dev-mode run: the ``quartet-pipeline`` flow in this process.
+
+Against PREFECT_API_URL when set, else Prefect's ephemeral API (a server process on SQLite in
+PREFECT_HOME, started for this run and stopped with it). One progress line per unit on stdout;
+Prefect's, dlt's and dbt's own logs go to ``.quartet/prefect/logs/run.log``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from core import kit, settings
+from core.kit import RunFailed, RunRequest, progress
+from orchestrators.prefect import NAME
+
+#: the loggers whose detail goes to the log file instead of the terminal
+LOGGERS = ("prefect", "prefect.flow_runs", "prefect.task_runs", "dlt", "dbt", "httpx")
+
+
+def run(request: RunRequest) -> None:
+    started = time.perf_counter()
+    from orchestrators.prefect.deployments import provision
+    from orchestrators.prefect.flows import pipeline
+
+    log = progress.orchestrator_log(NAME, LOGGERS)  # after Prefect set up its own logging
+
+    with kit.source_api() as (_url, token):
+        provision(token)
+        state = pipeline(
+            as_of=request.as_of, partitions=list(request.partitions) or None, return_state=True
+        )
+    if not state.is_completed():
+        raise RunFailed(
+            f"flow run {state.state_details.flow_run_id} {state.type.value.lower()}: "
+            f"{state.message}\n(the orchestrator's log: {log})"
+        )
+    warehouse = settings.for_pipeline(NAME, export=False).location
+    progress.say(
+        NAME,
+        f"run {state.state_details.flow_run_id} succeeded in {time.perf_counter() - started:.1f}s "
+        f"-> {warehouse}; the orchestrator's log: {log}",
+    )
