@@ -40,9 +40,6 @@ CRASH_AUTOMATION = "quartet: re-run crashed runs"
 #: the deployed mode's own PREFECT_HOME (profiles, local result storage); not the dev one
 HOME_DIR = "deployed-home"
 PORT_ENV = "QUARTET_PREFECT_PORT"
-#: what the server, the worker and the flow runs it starts must all agree on
-SERVER_ENV = ("PREFECT_HOME", "PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_UI_API_URL")
-WORKER_ENV = ("PREFECT_HOME", "PREFECT_API_URL", "SOURCE_API_URL")
 
 
 def prefect_executable() -> str:

@@ -281,6 +281,9 @@ def _ingest_then_build(as_of: dt.date | str | None, partitions: list[str] | None
     config = load_config()
     for partition in partitions or []:
         window(config, as_of=_as_of(as_of), partition=partition)  # fail before any run
+    # a rerun of a run that was killed (by hand, or the crash automation's) does not wait for
+    # the dead run's lease to expire
+    release_stale_slots(say=get_run_logger().warning)
     ingested = {}
     for partition in partitions or [None]:
         label = partition or "latest"

@@ -1,0 +1,58 @@
+"""docker/prefect/ holds the services `quartet up prefect` runs, with the same settings: a valid
+compose file (compose-spec schema, offline), a Dockerfile hadolint accepts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from core import settings
+
+DOCKER = settings.REPO_ROOT / "docker" / "prefect"
+BIN = Path(sys.executable).parent
+
+
+def test_compose_file_and_dockerfile_are_valid() -> None:
+    compose = subprocess.run(
+        [
+            BIN / "check-jsonschema",
+            "--builtin-schema",
+            "vendor.compose-spec",
+            DOCKER / "compose.yaml",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert compose.returncode == 0, compose.stdout + compose.stderr
+    hadolint = subprocess.run(
+        [BIN / "hadolint", DOCKER / "Dockerfile"], capture_output=True, text=True
+    )
+    assert hadolint.returncode == 0, hadolint.stdout + hadolint.stderr
+
+
+def test_compose_services_match_quartet_up(quartet_home, monkeypatch) -> None:
+    from orchestrators.prefect import deploy
+
+    monkeypatch.delenv(settings.SOURCE_API_URL_ENV, raising=False)
+    local = {
+        s.name: s for s in deploy.topology("postgresql+asyncpg://u:p@127.0.0.1:1/prefect").services
+    }
+    services = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]
+
+    assert set(local) <= set(services)
+    assert "postgres" in services  # the metadata database is a service of its own
+    for name, service in local.items():
+        command = services[name]["command"]
+        if name == "source-api":
+            assert command[:3] == ["python", "-m", "core.source_api"] == [
+                "python", *service.argv[1:3]
+            ]  # fmt: skip
+        else:  # the same Prefect command and flags; only the addresses differ
+            assert command[0] == Path(service.argv[0]).name == "prefect"
+            flags = [a for a in command[1:] if not a[0].isdigit()]
+            assert flags == [a for a in service.argv[1:] if not a[0].isdigit()], name
+        # every setting `quartet up` gives the process, the container gets too
+        assert set(service.env) <= set(services[name]["environment"]), name
