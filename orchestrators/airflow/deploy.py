@@ -275,6 +275,17 @@ def backfill(client: Api, first: str, last: str, as_of: str | None) -> list[str]
     return [r["dag_run_id"] for r in runs()]
 
 
+def loaded_rows(client: Api, task_path: str) -> str:
+    """``+N rows`` from what an ingestion task returned (its XCom), or nothing."""
+    try:
+        value = client.get(f"{task_path}/xcomEntries/return_value")["value"]
+        if isinstance(value, str):
+            value = json.loads(value)
+        return progress.rows(int(value["new"]), new=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
 def follow(client: Api, run_id: str, dag_id: str = PIPELINE_DAG) -> dict:
     """Poll the run until it ends, printing one line per task as it finishes; returns the run."""
     quoted = urllib.request.quote(run_id, safe="")
@@ -291,6 +302,8 @@ def follow(client: Api, run_id: str, dag_id: str = PIPELINE_DAG) -> dict:
                 reported.add(key)
                 kind, unit = unit_of(ti["task_id"])
                 detail = "" if ti["state"] == "success" else ti["state"].upper()
+                if kind == "ingest" and ti["state"] == "success":
+                    detail = loaded_rows(client, f"{base}/taskInstances/{ti['task_id']}")
                 if ti["try_number"] > 1:
                     detail = f"{detail} (try {ti['try_number']})".strip()
                 print(

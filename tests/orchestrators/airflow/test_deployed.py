@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,18 +26,13 @@ from tests.helpers import (
     assert_same_as_bare,
     fresh_warehouse,
     months_loaded,
+    quartet,
 )
 
 
-def airflow(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    """``python -m orchestrators.airflow ARGS`` as ``quartet ... airflow`` runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrators.airflow", *args],
-        cwd=settings.REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def airflow(verb: str, *args: str) -> subprocess.CompletedProcess:
+    """``quartet VERB airflow ARGS`` as a user runs it."""
+    return quartet(verb, NAME, *args, timeout=1800)
 
 
 def fast_policy(home: Path) -> Path:
@@ -53,6 +49,12 @@ def deployed(quartet_home: Path, bare_january):
     from core import postgres
 
     os.environ["QUARTET_INGESTION_CONFIG"] = str(fast_policy(quartet_home))
+    if not os.environ.get(postgres.URL_ENV) and not os.environ.get(postgres.HOME_ENV):
+        # a server of this test session; the postgres user must reach its folder (the test
+        # home is private to this user)
+        folder = Path(tempfile.mkdtemp(prefix="quartet-airflow-pg-"))
+        folder.chmod(0o755)
+        os.environ[postgres.HOME_ENV] = str(folder)
     ours = not os.environ.get(postgres.URL_ENV) and postgres.status() is None
     up = airflow("up")
     try:
@@ -121,41 +123,6 @@ def follow_in_background(*args: str) -> tuple[subprocess.Popen, list[str]]:
     output: list[str] = []
     threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True).start()
     return proc, output
-
-
-def test_backfill_survives_the_scheduler_killed_and_restarted(deployed, api):
-    """Two months through the backfill API; mid-way the scheduler (with its executor workers) is
-    killed -9 and started again by ``up``: both runs finish and no run history is lost."""
-    history = {r["dag_run_id"] for r in api.get(f"/api/v2/dags/{PIPELINE_DAG}/dagRuns")["dag_runs"]}
-    warehouse = fresh_warehouse(NAME)
-    submitted, output = follow_in_background(
-        "run",
-        "--deployed",
-        "--partition",
-        "2013-01",
-        "--partition",
-        "2013-02",
-        "--as-of",
-        "2013-02-28",
-    )
-    running_task(api, "ingest.flights")
-    scheduler = deployed.topology().service("scheduler")
-    os.killpg(scheduler.pid, signal.SIGKILL)  # the scheduler and every worker it forked
-    again = airflow("up")
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert deployed.topology().service("scheduler").pid != scheduler.pid
-    assert submitted.wait(timeout=1200) == 0, "".join(output)
-    assert "backfill" in "".join(output)
-    runs = api.get(
-        f"/api/v2/dags/{PIPELINE_DAG}/dagRuns?run_type=backfill&order_by=logical_date&limit=10"
-    )["dag_runs"]
-    assert [(r["logical_date"][:7], r["state"]) for r in runs[-2:]] == [
-        ("2013-01", "success"),
-        ("2013-02", "success"),
-    ]
-    assert months_loaded(warehouse) == ["2013-01", "2013-02"]
-    after = {r["dag_run_id"] for r in api.get(f"/api/v2/dags/{PIPELINE_DAG}/dagRuns")["dag_runs"]}
-    assert history <= after
 
 
 def executor_worker(ti_id: str) -> int | None:
@@ -294,3 +261,38 @@ def test_token_is_in_no_log_and_no_metadata_table(deployed):
                 found.append(table)
     assert found == []
     assert json.dumps(deployed.api().get("/api/v2/connections")).find(token) == -1
+
+
+def test_backfill_survives_the_scheduler_killed_and_restarted(deployed, api):
+    """Two months through the backfill API; mid-way the scheduler (with its executor workers) is
+    killed -9 and started again by ``up``: both runs finish and no run history is lost."""
+    history = {r["dag_run_id"] for r in api.get(f"/api/v2/dags/{PIPELINE_DAG}/dagRuns")["dag_runs"]}
+    warehouse = fresh_warehouse(NAME)
+    submitted, output = follow_in_background(
+        "run",
+        "--deployed",
+        "--partition",
+        "2013-01",
+        "--partition",
+        "2013-02",
+        "--as-of",
+        "2013-02-28",
+    )
+    running_task(api, "ingest.flights")
+    scheduler = deployed.topology().service("scheduler")
+    os.killpg(scheduler.pid, signal.SIGKILL)  # the scheduler and every worker it forked
+    again = airflow("up")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert deployed.topology().service("scheduler").pid != scheduler.pid
+    assert submitted.wait(timeout=1200) == 0, "".join(output)
+    assert "backfill" in "".join(output)
+    runs = api.get(
+        f"/api/v2/dags/{PIPELINE_DAG}/dagRuns?run_type=backfill&order_by=logical_date&limit=10"
+    )["dag_runs"]
+    assert [(r["logical_date"][:7], r["state"]) for r in runs[-2:]] == [
+        ("2013-01", "success"),
+        ("2013-02", "success"),
+    ]
+    assert months_loaded(warehouse) == ["2013-01", "2013-02"]
+    after = {r["dag_run_id"] for r in api.get(f"/api/v2/dags/{PIPELINE_DAG}/dagRuns")["dag_runs"]}
+    assert history <= after
