@@ -23,8 +23,6 @@ from tests.helpers import (
     quartet,
 )
 
-pytestmark = pytest.mark.timeout(1800) if hasattr(pytest.mark, "timeout") else []
-
 
 def deployed_env() -> dict:
     return {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
@@ -32,7 +30,9 @@ def deployed_env() -> dict:
 
 @pytest.fixture(scope="module")
 def deployed(source_api, postgres_server, quartet_home):
-    """``quartet up prefect`` for the module; ``quartet down prefect`` at its end."""
+    """``quartet up prefect`` for the module; ``quartet down prefect`` at its end. The watcher
+    polls hourly here: each poll is a flow-run process, and the trigger is tested by test_ui."""
+    os.environ["QUARTET_PREFECT_WATCH_SECONDS"] = "3600"
     up = quartet("up", NAME, env=deployed_env(), timeout=900)
     try:
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
@@ -43,6 +43,7 @@ def deployed(source_api, postgres_server, quartet_home):
     finally:
         down = quartet("down", NAME, env=deployed_env(), timeout=120)
         os.environ.pop("PREFECT_API_URL", None)
+        os.environ.pop("QUARTET_PREFECT_WATCH_SECONDS", None)
         assert down.returncode == 0, down.stderr
         status = json.loads(quartet("status", NAME, "--json", env=deployed_env()).stdout)
         assert not any(s["running"] for s in status.values())  # nothing left behind
@@ -119,8 +120,11 @@ def test_flow_run_process_killed_mid_load_recovers_by_itself(deployed, bare_janu
     while "prefect ingest" not in (lock_file.read_text() if lock_file.exists() else ""):
         assert time.monotonic() < deadline, f"flow run {run.id} never started ingesting"
         time.sleep(0.2)
-    pid = int(flow_run(run.id).infrastructure_pid.rsplit(":", 1)[1])
-    os.kill(pid, signal.SIGKILL)  # the flow-run process our worker started
+    pid = int(flow_run(run.id).infrastructure_pid.rsplit(":", 1)[-1])
+    # the flow-run process our worker started, with what it started (as a lost container or
+    # machine loses them): its multiprocessing children would keep its output pipe open, and
+    # the worker would wait for it forever
+    os.killpg(pid, signal.SIGKILL)
     killed_at = time.monotonic()
 
     final = wait_final(run.id)
