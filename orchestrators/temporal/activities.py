@@ -270,6 +270,8 @@ class PipelineActivities:
             with heartbeating(lambda: done[-3:]), _only_selected_tests():
                 result = transform(PIPELINE, select=[request.model, *request.tests], log=log)
         except DbtBuildError as exc:
+            if not exc.failures:  # dbt did not get to run a node: not the data's fault, retried
+                raise ApplicationError(str(exc), type="DbtInvocationError") from None
             raise ApplicationError(
                 str(exc),
                 *[{**dataclasses.asdict(n), "status": str(n.status)} for n in exc.failures],

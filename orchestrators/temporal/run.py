@@ -69,8 +69,9 @@ async def run_here(request: kit.RunRequest, server: Server, url: str, token: str
     """Start the workflow, with this process's worker polling, and follow it to its end."""
     from orchestrators.temporal.activities import PipelineActivities
     from orchestrators.temporal.starter import connect, follow, start, workflow_input
-    from orchestrators.temporal.worker import workers
+    from orchestrators.temporal.worker import warm_imports, workers
 
+    warm_imports()
     client = await connect(server.address)
     async with workers(client, PipelineActivities(url, token, ui_url=server.ui_url)):
         run = workflow_input(request)

@@ -61,6 +61,21 @@ async def workers(client: Client, activities: PipelineActivities) -> AsyncIterat
             yield
 
 
+def warm_imports() -> None:
+    """Import dlt and dbt before polling, not inside the first activity.
+
+    A sync activity is cancelled (its heartbeat timeout expired, the server went away) by an
+    exception raised into its thread wherever it is; landing inside a half-done import, it leaves
+    that module broken for the life of the process (seen: ``module 'dbt.artifacts.resources' has
+    no attribute 'types'`` on every later dbt build of the worker).
+    """
+    import dbt.adapters.duckdb
+    import dbt.cli.main
+    import dbt.contracts.results
+    import dbt.task.build  # noqa: F401
+    import dlt.destinations  # noqa: F401
+
+
 async def serve(url: str, token: str) -> None:
     from orchestrators.temporal.starter import connect
 
@@ -82,6 +97,7 @@ def main() -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        warm_imports()
         with kit.source_api() as (url, token):
             asyncio.run(serve(url, token))
     except KeyboardInterrupt:

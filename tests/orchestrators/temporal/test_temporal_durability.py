@@ -64,9 +64,9 @@ def test_sigkill_of_the_worker_mid_ingestion_and_mid_dbt_loses_nothing(
 
     async def main():
         client = await connect(temporal_server.address)
-        # a short heartbeat timeout: the lost activity is noticed in seconds
+        # a heartbeat timeout shorter than the configured one: the lost activity is noticed sooner
         handle = await start(
-            client, PipelineInput(as_of=JANUARY, policy=RunPolicy(heartbeat_seconds=5))
+            client, PipelineInput(as_of=JANUARY, policy=RunPolicy(heartbeat_seconds=15))
         )
         killed = []
         try:
