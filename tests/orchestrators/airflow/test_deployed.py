@@ -56,6 +56,11 @@ def deployed(quartet_home: Path, bare_january):
         folder.chmod(0o755)
         os.environ[postgres.HOME_ENV] = str(folder)
     ours = not os.environ.get(postgres.URL_ENV) and postgres.status() is None
+    # the deployment runs its own source API (with a generated token), not the session's
+    session_api = {
+        k: os.environ.pop(k, None)
+        for k in (settings.SOURCE_API_URL_ENV, settings.SOURCE_API_TOKEN_ENV)
+    }
     up = airflow("up")
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -65,6 +70,7 @@ def deployed(quartet_home: Path, bare_january):
     finally:
         down = airflow("down")
         os.environ.pop("QUARTET_INGESTION_CONFIG", None)
+        os.environ.update({k: v for k, v in session_api.items() if v is not None})
         if ours:
             postgres.down()
     assert down.returncode == 0, down.stderr
@@ -157,14 +163,23 @@ def test_run_through_the_rest_api_survives_its_worker_killed_mid_load(
     deployed, api, bare_january, record_property
 ):
     """A run submitted through the REST API and followed; kill -9 the LocalExecutor's worker
-    loading flights: its heartbeat stops, the scheduler fails the try, the retry loads again,
-    the run succeeds and the warehouse equals bare's."""
+    loading flights: the scheduler fails the try (the executor sees its worker gone, or the
+    task's heartbeat stops), the retry loads again, the run succeeds and equals bare's."""
     warehouse = fresh_warehouse(NAME)
     submitted, output = follow_in_background("run", "--deployed", "--as-of", JANUARY)
     flights = running_task(api, "ingest.flights")
     worker = executor_worker(flights["id"])
     assert worker, "".join(output)
-    time.sleep(2)  # mid-load: the task has started fetching pages
+    log = (
+        deployed.home() / "logs" / f"dag_id={PIPELINE_DAG}" / f"run_id={flights['dag_run_id']}"
+        / "task_id=ingest.flights" / "attempt=1.log"
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (
+        log.exists() and "startup parse complete" in log.read_text()
+    ):
+        time.sleep(0.2)  # the task process has parsed the DAG file: now it loads
+    time.sleep(2)  # mid-load: fetching pages from the source API
     victims = [worker, *descendants(worker)]
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
