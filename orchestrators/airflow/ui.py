@@ -58,7 +58,10 @@ def serve(request: UiRequest) -> None:
             f"  service logs: {home / 'logs' / 'services'}\nCtrl-C to stop.",
             flush=True,
         )
-        while all(service.running() for service in running):
-            time.sleep(1)
+        try:
+            while all(service.running() for service in running):
+                time.sleep(1)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the way to stop the UI, not a failure
+            return
         dead = next(s for s in running if not s.running())
         raise kit.ServiceError(f"service {dead.name} {dead.exit_reason()}")
