@@ -15,6 +15,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from temporalio.common import WorkflowIDConflictPolicy
 
@@ -49,6 +50,7 @@ def dev_server(*, ui_port: int | None = None, ui: bool = False) -> Iterator[Serv
             progress.say(PIPELINE, f"using the dev server already running at {info['address']}")
             yield Server(info["address"], info["ui_url"])
             return
+        _stop_orphan(published)
         service = temporal_server(
             home / "temporal.db",
             kit.log_dir(PIPELINE) / "dev-server.log",
@@ -58,11 +60,37 @@ def dev_server(*, ui_port: int | None = None, ui: bool = False) -> Iterator[Serv
         with service.running_context(kit.policy().healthy_timeout_seconds):
             address = service.argv[service.argv.index("--port") + 1]
             server = Server(f"127.0.0.1:{address}", service.url if ui else None)
-            published.write_text(json.dumps({"address": server.address, "ui_url": server.ui_url}))
+            published.write_text(
+                json.dumps(
+                    {
+                        "address": server.address,
+                        "ui_url": server.ui_url,
+                        "pid": service.pid,
+                        "started_at": service.started_at,
+                    }
+                )
+            )
             try:
                 yield server
             finally:
                 published.unlink(missing_ok=True)
+
+
+def _stop_orphan(published: Path) -> None:
+    """Stop the dev server of a command that was killed (kill -9 leaves its server running, in
+    its own process group, on the SQLite file this command is about to use)."""
+    try:
+        info = json.loads(published.read_text())
+    except (OSError, ValueError):
+        return
+    if info.get("pid"):
+        orphan = kit.Service("dev server", [], published.with_name("dev-server.log"))
+        orphan.pid, orphan.started_at = info["pid"], info.get("started_at")
+        if orphan.running():  # the very process that was started, not a recycled pid
+            progress.say(
+                PIPELINE, f"stopping the dev server a killed command left (pid {orphan.pid})"
+            )
+            orphan.stop()
 
 
 async def run_here(request: kit.RunRequest, server: Server, url: str, token: str) -> None:

@@ -103,12 +103,23 @@ def test_deployed_run_is_submitted_followed_and_equals_bare(
     assert len(lines) == expected().units, run.stdout
 
     # the token is worker configuration: never in history, the server's database or its log
-    async def history() -> str:
+    async def history() -> tuple[str, list[dict]]:
         client = await connect(deploy.address())
         handle = client.get_workflow_handle(workflow_input_id())
-        return (await handle.fetch_history()).to_json()
+        return (await handle.fetch_history()).to_json(), await activity_runs(handle)
 
-    assert source_api.token not in asyncio.run(history())
+    history_json, runs = asyncio.run(history())
+    assert source_api.token not in history_json
+    # both workers wrote to the warehouse, one at a time (the writer lock): what waiting cost
+    writes = sorted(
+        (r["started"], r["closed"], r["identity"])
+        for r in runs
+        if r["type"] in ("ingest_resource", "build_model")
+    )
+    assert len({identity for *_, identity in writes}) == len(deploy.WORKERS)
+    busy = sum((closed - started).total_seconds() for started, closed, _ in writes)
+    span = (writes[-1][1] - writes[0][0]).total_seconds()
+    print(f"warehouse activities: {busy:.1f}s of slot time in {span:.1f}s of wall time")
     state = deployed["home"] / ".quartet/temporal"
     for path in [*state.glob("deployed/temporal.db*"), *state.glob("logs/*.log")]:
         assert source_api.token.encode() not in path.read_bytes(), path
