@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -43,25 +44,51 @@ def partition_tags(partitions: Iterable[str] = ()) -> dict[str, str]:
     return dict(zip(RANGE_TAGS, (keys[0], keys[-1]), strict=True))
 
 
-def release_dead_runs(instance: dg.DagsterInstance, say: Callable[[str], None]) -> list[str]:
-    """Mark failed the runs whose in-process worker is gone, and free their pool slots.
+def run_worker_pid(
+    instance: dg.DagsterInstance, run: dg.DagsterRun
+) -> tuple[int, int | None] | None:
+    """The process executing ``run`` and its start time (None: not known yet).
 
-    A dev-mode run records its process (pid and start time) in its tags; a run still STARTED
-    whose process no longer exists was killed (kill -9, a crash, a closed laptop) and would hold
-    the ``quartet_warehouse`` slot forever.
+    A dev-mode run records it in its tags; a launched run's worker says it in the event log
+    (``Executing steps in process (pid: N)``, from the in-process executor).
+    """
+    if PID_TAG in run.tags:
+        return int(run.tags[PID_TAG]), int(run.tags.get(PID_START_TAG) or -1)
+    engine_events = instance.get_records_for_run(
+        run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT
+    ).records
+    for record in engine_events:
+        found = re.search(
+            r"Executing steps in process \(pid: (\d+)\)", record.event_log_entry.user_message or ""
+        )
+        if found:
+            return int(found.group(1)), None
+    return None
+
+
+def release_dead_runs(instance: dg.DagsterInstance, say: Callable[[str], None]) -> list[str]:
+    """Mark failed the runs whose worker process is gone, and free their pool slots.
+
+    A run still STARTED whose process no longer exists was killed (kill -9, a crash, its code
+    server stopped) and would hold the ``quartet_warehouse`` slot forever: the next run would
+    wait for it without a word.
     """
     released = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=list(UNFINISHED))):
-        pid, started_at = run.tags.get(PID_TAG), run.tags.get(PID_START_TAG)
-        if pid is None or process_start_time(int(pid)) == int(started_at or -1):
-            continue  # not ours to judge, or still running
+        worker = run_worker_pid(instance, run)
+        if worker is None:
+            continue  # not started far enough to tell
+        pid, started_at = worker
+        alive = process_start_time(pid)
+        if alive is not None and (started_at is None or alive == started_at):
+            continue  # still running
         instance.report_run_failed(
             run, f"its process {pid} is gone (killed); marked failed by the next quartet run"
         )
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         say(
-            f"run {run.run_id} was left STARTED by process {pid}, which is gone: marked it failed "
-            f"and freed its {WAREHOUSE_POOL} slot"
+            f"run {run.run_id} was left {run.status.value} by process {pid}, which is gone: "
+            f"marked it failed and freed its {WAREHOUSE_POOL} slot"
         )
         released.append(run.run_id)
     return released
