@@ -83,7 +83,7 @@ def metadata_url() -> str:
 def deployed_env(sql_alchemy_conn: str | None = None) -> dict[str, str]:
     """Everything the services of this deployment share (the same for every one of them)."""
     policy = kit.policy()
-    heartbeat = max(int(policy.heartbeat_seconds), 10)
+    heartbeat = max(int(policy.heartbeat_seconds), 30)  # less: busy tasks look dead
     return {
         **environment.service_env(home(), ports(), sql_alchemy_conn or metadata_url()),
         # the API's URL and token as an Airflow connection from the environment: the token is
@@ -98,6 +98,8 @@ def deployed_env(sql_alchemy_conn: str | None = None) -> dict[str, str]:
         # a task's execution-API token outlives the longest task: once expired, refreshing it
         # can fail under the LocalExecutor (apache/airflow#67939) and the task is killed
         "AIRFLOW__EXECUTION_API__JWT_EXPIRATION_TIME": "3600",
+        # a task's calls to the execution API wait this long for a busy api-server
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "QUARTET_LOCK_TIMEOUT": os.environ.get("QUARTET_LOCK_TIMEOUT", "60"),
     }
