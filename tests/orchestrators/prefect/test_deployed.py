@@ -36,13 +36,16 @@ def deployed(source_api, postgres_server, quartet_home):
     up = quartet("up", NAME, env=deployed_env(), timeout=900)
     try:
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
         from orchestrators.prefect import deploy
 
-        deploy._use_server()  # this process talks to the deployed server from here on
-        yield deploy
+        # this process talks to the deployed server from here on (Prefect read its settings
+        # when it was imported: the environment alone would not reach it)
+        with temporary_settings({PREFECT_API_URL: deploy.api_url()}):
+            yield deploy
     finally:
         down = quartet("down", NAME, env=deployed_env(), timeout=120)
-        os.environ.pop("PREFECT_API_URL", None)
         os.environ.pop("QUARTET_PREFECT_WATCH_SECONDS", None)
         assert down.returncode == 0, down.stderr
         status = json.loads(quartet("status", NAME, "--json", env=deployed_env()).stdout)
