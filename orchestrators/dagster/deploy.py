@@ -84,6 +84,7 @@ run_monitoring:
   start_timeout_seconds: {round(POLICY.healthy_timeout_seconds)}
   poll_interval_seconds: {MONITOR_POLL_SECONDS}
   max_resume_run_attempts: 0  # the DefaultRunLauncher cannot resume a run in a new worker
+  free_slots_after_run_end_seconds: {MONITOR_POLL_SECONDS}  # a dead run's pool slot comes back
 run_retries:
   enabled: true
   max_retries: {POLICY.unit_retries}
