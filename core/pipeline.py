@@ -81,7 +81,9 @@ def dlt_pipeline(pipeline: settings.PipelineSettings, unit: str | None = None) -
     )
 
 
-def settle_pending(p: dlt.Pipeline, pipeline: settings.PipelineSettings, *, log: Log) -> dlt.Pipeline:
+def settle_pending(
+    p: dlt.Pipeline, pipeline: settings.PipelineSettings, *, log: Log
+) -> dlt.Pipeline:
     """Leave dlt's working folder as a clean run expects it; say what was done, never silently.
 
     A run that was killed or failed can leave two things behind in the working folder, and
@@ -116,23 +118,29 @@ def settle_pending(p: dlt.Pipeline, pipeline: settings.PipelineSettings, *, log:
         p.normalize()
         p.load()
     except Exception as exc:
-        cause = _root_cause(exc)
+        reason = " ".join(str(_root_cause(exc, skip_remote=True)).split())
         log(
             f"[{pipeline.name}] discarded {len(packages)} load package(s) an earlier run left "
-            f"unfinished ({', '.join(packages)}): they fail again ({type(cause).__name__}: "
-            f"{str(cause)[:200]}); dlt's state is reset to what the warehouse holds"
+            f"unfinished ({', '.join(packages)}): they fail again ({reason[:300]}); "
+            "dlt's state is reset to what the warehouse holds"
         )
         return p.drop()
-    log(f"[{pipeline.name}] finished {len(packages)} load package(s) an earlier run left unfinished")
+    log(
+        f"[{pipeline.name}] finished {len(packages)} load package(s) an earlier run left unfinished"
+    )
     return p
 
 
-def _root_cause(exc: BaseException) -> BaseException:
+def _root_cause(exc: BaseException, *, skip_remote: bool = False) -> BaseException:
+    """The innermost exception of the chain (``skip_remote``: not a worker's bare traceback)."""
     seen = exc
     while seen.__cause__ is not None or (
         seen.__context__ is not None and not seen.__suppress_context__
     ):
-        seen = seen.__cause__ or seen.__context__
+        nxt = seen.__cause__ or seen.__context__
+        if skip_remote and type(nxt).__name__ == "_RemoteTraceback":
+            break
+        seen = nxt
     return seen
 
 
