@@ -98,7 +98,7 @@ def test_up_registers_everything_on_postgres(deployed, postgres_server) -> None:
     from prefect import get_client
 
     with get_client(sync_client=True) as client:
-        found = client.read_deployments()
+        found = client.read_deployments(limit=50, offset=0)  # 422 without them
         automations = client.read_automations_by_name(deployed.CRASH_AUTOMATION)
     by_name = {d.name: d for d in found}
     assert {"full", "ingestion", "transformation", "backfill", "poll"} <= set(by_name)
