@@ -52,27 +52,28 @@ class Report:
         names = list(self.prints)
         tables = sorted({t for fp in self.prints.values() for t in fp.tables})
         width = max(len(t) for t in tables) if tables else 10
-        header = f"{'table':{width}s}  " + "  ".join(f"{n:>13s}" for n in names)
+        cols = {n: max(13, len(n)) for n in names}  # bare@pg, year_parallel@pg, ...
+        header = f"{'table':{width}s}  " + "  ".join(f"{n:>{cols[n]}s}" for n in names)
         lines = [header, "-" * len(header)]
         for table in tables:
             cells = []
             for name in names:
                 tp = self.prints[name].tables.get(table)
                 if tp is None:
-                    cells.append(f"{MISSING:>13s}")
+                    cells.append(f"{MISSING:>{cols[name]}s}")
                     continue
                 mark = (
                     ""
                     if name == self.baseline
                     else (BAD if any(d.table == table for d in self.diffs.get(name, [])) else OK)
                 )
-                cells.append(f"{tp.rows:>11,} {mark:1s}")
+                cells.append(f"{tp.rows:>{cols[name] - 2},} {mark:1s}")
             lines.append(f"{table:{width}s}  " + "  ".join(cells))
         if self.timings:
             cells = []
             for name in names:
                 t = self.timings.get(name)
-                cells.append(f"{(str(t['seconds']) + ' s') if t else '':>13s}")
+                cells.append(f"{(str(t['seconds']) + ' s') if t else '':>{cols[name]}s}")
             lines.append(f"{'wall time (quartet run all)':{width}s}  " + "  ".join(cells))
         lines.append("")
         for name, diffs in self.diffs.items():
