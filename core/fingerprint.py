@@ -232,12 +232,12 @@ class _Postgres(_Engine):
             text = str(exc).strip()
             if "does not exist" in text:
                 raise WarehouseNotFoundError(
-                    f"warehouse {mask(url)} does not exist: {text.splitlines()[-1]}"
+                    f"warehouse {mask(url)} does not exist: {' '.join(text.split())}"
                 ) from None
             from core.warehouse import WarehouseConnectionError
 
             raise WarehouseConnectionError(
-                f"warehouse {mask(url)} cannot be read: {text.splitlines()[-1] if text else exc!r}"
+                f"warehouse {mask(url)} cannot be read: {' '.join(text.split()) or repr(exc)}"
             ) from None
         self.con.set_session(readonly=True, autocommit=True)
 

@@ -78,7 +78,7 @@ def check_connection(location: Location) -> None:
         else:
             why = "the connection failed"
         raise WarehouseConnectionError(
-            f"warehouse {mask(location)}: {why}: {text.splitlines()[-1] if text else exc!r}. "
+            f"warehouse {mask(location)}: {why}: {' '.join(text.split()) or repr(exc)}. "
             "Nothing was loaded."
         ) from None
 
