@@ -522,9 +522,7 @@ def render_charts(out_dir: Path, img_dir: Path | None = None) -> list[Path]:
     bars: dict[str, dict] = {}
     reference = _latest(out_dir, "reference")
     if reference:
-        bars["DuckDB-native\nreference"] = {
-            "median_seconds": reference["summary"]["reference"]["median_seconds"]
-        }
+        bars["DuckDB-native\nreference"] = dict(reference["summary"]["reference"])
     for source in ("bare", *settings.ORCHESTRATORS):
         data = _latest(out_dir, source)
         if not data:
@@ -546,8 +544,9 @@ def render_charts(out_dir: Path, img_dir: Path | None = None) -> list[Path]:
         ax1.set_ylabel("seconds (median)")
         ax1.set_title("Full year: time")
         ax1.legend(fontsize=8)
-        for i, w in zip(x, wall, strict=True):
+        for i, w, c in zip(x, wall, cpu, strict=True):
             ax1.annotate(f"{w:.1f}", (i - 0.2, w), ha="center", va="bottom", fontsize=7)
+            ax1.annotate(f"{c:.1f}", (i + 0.2, c), ha="center", va="bottom", fontsize=7)
         ax2.bar(list(x), rss, color="#55a868")
         ax2.set_xticks(list(x), labels, rotation=20, ha="right", fontsize=8)
         ax2.set_ylabel("peak RSS of the process tree, MB")
