@@ -50,13 +50,17 @@ def deployed(quartet_home: Path, source_api, tmp_path_factory) -> Iterator[dict]
         assert up.returncode == 0, up.stdout + up.stderr
         yield {"home": home, "up": up, "up_seconds": time.monotonic() - started}
     finally:
+        address = deploy.address()
         down = quartet("down", "temporal", timeout=120)
+        left = json.loads(quartet("status", "temporal", "--json").stdout)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
         assert down.returncode == 0, down.stderr
+        assert not any(s["running"] for s in left.values()), left  # no process left behind
+        assert not deploy.listens(address)  # and no port
 
 
 def rss_mb(pid: int) -> int:
