@@ -240,7 +240,7 @@ def parse_page(resource: str, body: bytes, schema=None):
     if unknown:
         raise MalformedRecordError(
             f"resource '{resource}': records have fields the schema does not know: {unknown}"
-        )
+        ) from None
     for key in PRIMARY_KEY:
         column = table[key]
         bad = pc.or_kleene(pc.is_null(column), pc.equal(column, ""))
@@ -249,7 +249,7 @@ def parse_page(resource: str, body: bytes, schema=None):
             raise MalformedRecordError(
                 f"resource '{resource}': a record has no primary key field '{key}' "
                 f"(record: {dict(list(row.items())[:6])}...)"
-            )
+            ) from None  # not chained to the StopIteration dlt's pipe was handling
     return table
 
 
