@@ -35,7 +35,7 @@ from core.source_api.data import RESOURCES, Table, load
 from core.source_api.faults import FaultPlan
 
 DEFAULT_LIMIT = 1000
-MAX_LIMIT = 100_000
+MAX_LIMIT = 50_000
 #: media type of the record-per-line format (``Accept: application/x-ndjson``)
 NDJSON = "application/x-ndjson"
 MALFORM_KINDS = ("wrong_type", "missing_key", "bad_value")
