@@ -1,0 +1,220 @@
+"""Deployed mode: `quartet up dagster` (code server, webserver, daemon on PostgreSQL), runs
+submitted through the GraphQL API, a run worker killed mid-ingestion, the sensor in the daemon,
+and `quartet down dagster`.
+
+The topology is started once for this module, in the session's QUARTET_HOME, with its own source
+API whose clock starts at the end of January (the pipeline config's [range] as_of) and a sensor
+interval of two seconds. Everything is checked on the warehouse (bare's fingerprint) and on what
+Dagster reports.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from core import settings
+from tests.helpers import JANUARY, assert_same_as_bare, expected, fresh_warehouse, quartet
+
+SENSOR_SECONDS = 2
+
+
+def _test_config(folder: Path) -> Path:
+    text = settings.INGESTION_CONFIG.read_text()
+    text = re.sub(r"(?m)^as_of = .*$", f'as_of = "{JANUARY}"', text, count=1)
+    text = re.sub(
+        r"(?m)^source_poll_seconds = .*$", f"source_poll_seconds = {SENSOR_SECONDS}", text
+    )
+    path = folder / "ingestion.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def deployed(quartet_home, postgres_server, tmp_path_factory, bare_january):
+    config = _test_config(tmp_path_factory.mktemp("dagster-deployed"))
+    saved = {k: os.environ.get(k) for k in ("QUARTET_INGESTION_CONFIG", "SOURCE_API_URL")}
+    os.environ["QUARTET_INGESTION_CONFIG"] = str(config)
+    os.environ["SOURCE_API_URL"] = ""  # the deployment starts a source API of its own
+    started = time.monotonic()
+    done = quartet("up", "dagster", timeout=900)
+    up_seconds = time.monotonic() - started
+    try:
+        assert done.returncode == 0, done.stdout + done.stderr
+        from orchestrators.dagster import deploy
+
+        state = deploy._deployment(create=False)
+        with deploy.deployed_instance(state) as instance:
+            yield deploy, state, instance, up_seconds
+    finally:
+        quartet("down", "dagster", timeout=300)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _token() -> str:
+    return os.environ.get(settings.SOURCE_API_TOKEN_ENV) or settings.DEV_API_TOKEN
+
+
+def test_up_starts_every_service_and_up_again_is_harmless(deployed):
+    deploy, _state, _instance, up_seconds = deployed
+    status = deploy.status()
+    assert set(status) == {"source-api", "code-server", "webserver", "daemon"}
+    assert all(s["ready"] for s in status.values()), status
+    again = quartet("up", "dagster", timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert {n: s["pid"] for n, s in deploy.status().items()} == {
+        n: s["pid"] for n, s in status.items()
+    }
+    print(f"\nup to healthy: {up_seconds:.1f}s")
+
+
+def test_a_run_submitted_through_graphql_builds_bare_and_keeps_the_token_out(
+    deployed, bare_january
+):
+    deploy, state, _instance, _ = deployed
+    warehouse = fresh_warehouse("dagster")
+    done = quartet("run", "dagster", "--deployed", "--as-of", JANUARY, timeout=1500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ingested = [line for line in done.stdout.splitlines() if line.startswith("[dagster] ingest ")]
+    assert len(ingested) == len(expected().resources)
+    assert_same_as_bare(warehouse, bare_january)
+
+    # Dagster's own view: the run, submitted through GraphQL, succeeded with the clock given
+    runs = deploy.graphql(
+        state, "{ runsOrError { ... on Runs { results { runId status runConfigYaml } } } }"
+    )["runsOrError"]["results"]
+    assert runs[0]["status"] == "SUCCESS" and JANUARY in runs[0]["runConfigYaml"]
+
+    # the token: not in the metadata database, the logs, or what the UI shows
+    import psycopg2
+
+    token = _token()
+    url = state["postgres_url"].replace("postgresql+psycopg2://", "postgresql://")
+    with psycopg2.connect(url) as con, con.cursor() as cur:
+        cur.execute(
+            "select table_name from information_schema.tables where table_schema = 'public'"
+        )
+        for (table,) in cur.fetchall():
+            cur.execute(f'select count(*) from "{table}" t where t::text like %s', (f"%{token}%",))
+            assert cur.fetchone()[0] == 0, f"the token is in table {table}"
+    for folder in (settings.log_dir("dagster"), deploy.home()):
+        for path in folder.rglob("*"):
+            if path.is_file() and path.suffix not in (".json",):
+                assert token not in path.read_text(errors="replace"), f"the token is in {path}"
+    resources = deploy.graphql(
+        state,
+        """{ repositoriesOrError { ... on RepositoryConnection { nodes {
+             allTopLevelResourceDetails { name configFields { name } configuredValues { key value type } } } } } }""",
+    )
+    assert token not in str(resources)
+    assert "SOURCE_API_TOKEN" in str(resources)  # shown as the variable's name
+
+
+def test_a_run_worker_killed_mid_ingestion_is_retried_to_bare(deployed, bare_january):
+    import dagster as dg
+
+    deploy, state, instance, _ = deployed
+    from orchestrators.dagster.run import run_worker_pid
+
+    warehouse = fresh_warehouse("dagster")
+    run_id = deploy.submit_run(state, JANUARY)
+    deadline = time.monotonic() + 900
+    worker = None
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        slots = instance.event_log_storage.get_concurrency_info("quartet_warehouse").claimed_slots
+        if any(s.run_id == run_id and s.step_key == "ingest_flights" for s in slots):
+            worker = run_worker_pid(instance, run)
+            break
+        assert not run.is_finished, f"run {run_id} ended ({run.status}) before the kill"
+        time.sleep(0.2)
+    assert worker, "the run never reached ingest_flights"
+    os.kill(worker[0], signal.SIGKILL)
+    killed = time.monotonic()
+    final = deploy.follow(state, instance, run_id, say=lambda _: None, timeout=1200)
+    kill_to_success = time.monotonic() - killed
+    assert final.status == dg.DagsterRunStatus.SUCCESS
+    assert final.run_id != run_id and final.tags["dagster/root_run_id"] == run_id  # a retry
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+    assert_same_as_bare(warehouse, bare_january)
+    print(f"\nkill -9 of the run worker to success: {kill_to_success:.1f}s")
+
+
+def test_the_sensor_in_the_daemon_loads_what_the_api_publishes(deployed, bare_in_order):
+    import dagster as dg
+
+    from core.source_api import set_clock
+
+    deploy, state, instance, _ = deployed
+    later = "2013-02-28"
+    expected_fp = bare_in_order(["2013-01", "2013-02"], later)
+    # the sensor has seen the clock the API started with
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        cursors = [
+            s.instigator_data.cursor
+            for s in instance.all_instigator_state()
+            if s.name == "source_api_as_of" and s.instigator_data
+        ]
+        if JANUARY in cursors:
+            break
+        time.sleep(1)
+    assert JANUARY in cursors
+    set_clock(state["source_api_url"], _token(), later)  # February's data is published
+    deadline = time.monotonic() + 300
+    runs = []
+    while time.monotonic() < deadline and len(runs) < 2:
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"quartet/as_of": later}))
+        time.sleep(1)
+    assert sorted(r.tags["dagster/partition"] for r in runs) == ["2013-01", "2013-02"]
+    for run in runs:
+        deploy.follow(state, instance, run.run_id, say=lambda _: None, timeout=1200)
+    assert_same_as_bare(settings.for_pipeline("dagster").warehouse, expected_fp)
+
+
+def test_a_backfill_of_months_is_a_dagster_backfill(deployed):
+    _deploy, _state, _instance, _ = deployed
+    done = quartet(
+        "run",
+        "dagster",
+        "--deployed",
+        "--partition",
+        "2013-02",
+        "--partition",
+        "2013-01",
+        "--as-of",
+        "2013-02-28",
+        timeout=1500,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "backfill" in done.stdout
+    backfill_id = re.search(r"backfill (\w+)", done.stdout).group(1)
+    status, runs = _deploy.backfill_runs(_state, backfill_id)
+    assert status.startswith("COMPLETED")
+    partitions = {t["value"] for r in runs for t in r["tags"] if t["key"] == "dagster/partition"}
+    assert partitions == {"2013-01", "2013-02"}
+    assert all(r["status"] == "SUCCESS" for r in runs)
+
+
+def test_down_stops_every_service_and_frees_every_port(deployed):
+    import socket
+
+    deploy, state, _instance, _ = deployed
+    pids = [s["pid"] for s in deploy.status().values()]
+    done = quartet("down", "dagster", timeout=300)
+    assert done.returncode == 0, done.stderr
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+    for port in (state["grpc_port"], state["web_port"]):
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"
+    assert deploy.status() == {}
