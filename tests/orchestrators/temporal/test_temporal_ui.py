@@ -44,7 +44,7 @@ def test_ui_serves_the_finished_run_schedule_and_watcher(source_api, fresh_home,
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 900  # a bound on a loaded machine, not a timing claim
         ready = None
         while ready is None and time.monotonic() < deadline and ui.poll() is None:
             log.seek(0)
