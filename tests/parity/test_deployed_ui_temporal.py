@@ -24,6 +24,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--n
 
 @pytest.fixture
 def deployed_run(source_api, tmp_path, monkeypatch) -> Iterator[dict]:
+    assert Path(CHROMIUM).exists(), "chromium is not installed: `make browser` installs it"
     monkeypatch.setenv("QUARTET_HOME", str(tmp_path / "home"))
     up = quartet("up", "temporal", timeout=300)
     try:
@@ -44,7 +45,6 @@ def deployed_run(source_api, tmp_path, monkeypatch) -> Iterator[dict]:
 def test_deployed_ui_shows_the_submitted_workflow_on_its_timeline(deployed_run, tmp_path) -> None:
     from playwright.sync_api import sync_playwright
 
-    assert Path(CHROMIUM).exists(), "chromium is not installed: `make browser` installs it"
     assert deployed_run["done"]["status"] == "WORKFLOW_EXECUTION_STATUS_COMPLETED"
     base, workflow, run = deployed_run["ui"], deployed_run["workflow"], deployed_run["run"]
     shots = Path(os.environ.get("QUARTET_SCREENSHOTS", tmp_path))
