@@ -53,7 +53,8 @@ def session_processes(*words: str) -> list[tuple[int, str]]:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     left = session_processes("prefect", "server")
-    for pid, _cmd in left:  # ours (the marker says so): stop them, then fail the session
+    # ours (the marker says so): stop them, and a run a timed-out test left, then fail the session
+    for pid, _cmd in [*left, *session_processes("orchestrators.prefect")]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)

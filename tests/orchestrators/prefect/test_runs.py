@@ -183,7 +183,7 @@ def test_run_killed_mid_ingestion_next_run_succeeds_at_once(source_api, bare_jan
         killed.wait()
         killed.stdout.close()
 
-    rerun = quartet("run", NAME, "--as-of", JANUARY, env=env)
+    rerun = quartet("run", NAME, "--as-of", JANUARY, env=env, timeout=1500)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert "released 1 warehouse slot(s)" in rerun.stdout
     assert_same(warehouse, bare_january)
