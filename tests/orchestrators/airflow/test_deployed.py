@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,6 +39,7 @@ def airflow(verb: str, *args: str) -> subprocess.CompletedProcess:
 def deployed(quartet_home: Path, bare_january):
     from core import postgres
 
+    folder = None
     if not os.environ.get(postgres.URL_ENV) and not os.environ.get(postgres.HOME_ENV):
         # a server of this test session; the postgres user must reach its folder (the test
         # home is private to this user)
@@ -61,6 +63,9 @@ def deployed(quartet_home: Path, bare_january):
         os.environ.update({k: v for k, v in session_api.items() if v is not None})
         if ours:
             postgres.down()
+        if folder is not None:
+            os.environ.pop(postgres.HOME_ENV, None)
+            shutil.rmtree(folder, ignore_errors=True)
     assert down.returncode == 0, down.stderr
     assert "stopped scheduler" in down.stdout
 
