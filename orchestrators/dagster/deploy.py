@@ -469,7 +469,8 @@ def follow(
 
 def _crash(instance: dg.DagsterInstance, run_id: str) -> str:
     for record in reversed(instance.get_records_for_run(run_id).records):
-        message = record.event_log_entry.user_message or ""
+        event = record.event_log_entry.dagster_event
+        message = (event.message if event else None) or record.event_log_entry.user_message or ""
         if "Run execution process" in message or "terminated" in message:
             return message.splitlines()[0]
     return "see its event log"
