@@ -79,9 +79,9 @@ def test_sigkill_of_the_worker_mid_ingestion_and_mid_dbt_loses_nothing(
             result = await handle.result()
         finally:
             for worker in workers:
-                if worker.poll() is None:
+                if worker.poll() is None:  # a worker's shutdown waits for its long polls
                     worker.terminate()
-                    worker.wait(timeout=30)
+                    worker.wait(timeout=90)
         return killed, result, await activity_runs(handle)
 
     killed, result, runs = asyncio.run(main())
