@@ -1,10 +1,8 @@
-"""docker/prefect/ holds the services `quartet up prefect` runs, with the same settings: a valid
-compose file (compose-spec schema, offline), a Dockerfile hadolint accepts."""
+"""docker/prefect/ holds the services `quartet up prefect` runs, with the same settings (the compose
+schema and hadolint checks of every stack: tests/core/test_docker_stacks.py)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
@@ -12,25 +10,6 @@ import yaml
 from core import settings
 
 DOCKER = settings.REPO_ROOT / "docker" / "prefect"
-BIN = Path(sys.executable).parent
-
-
-def test_compose_file_and_dockerfile_are_valid() -> None:
-    compose = subprocess.run(
-        [
-            BIN / "check-jsonschema",
-            "--builtin-schema",
-            "vendor.compose-spec",
-            DOCKER / "compose.yaml",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert compose.returncode == 0, compose.stdout + compose.stderr
-    hadolint = subprocess.run(
-        [BIN / "hadolint", DOCKER / "Dockerfile"], capture_output=True, text=True
-    )
-    assert hadolint.returncode == 0, hadolint.stdout + hadolint.stderr
 
 
 def test_compose_services_match_quartet_up(quartet_home, monkeypatch) -> None:
