@@ -526,10 +526,11 @@ def submit(request: RunRequest) -> None:
 
 
 def _backfill_run_ids(state: dict, backfill_id: str, count: int) -> Iterable[str]:
-    """The runs of a backfill, in the order the daemon submits them, as they appear."""
+    """The runs of a backfill as the daemon submits them (one for the whole range: the assets'
+    BackfillPolicy.single_run), until the backfill has submitted all it will."""
     seen: list[str] = []
     deadline = time.monotonic() + POLICY.healthy_timeout_seconds
-    while len(seen) < count:
+    while True:
         status, runs = backfill_runs(state, backfill_id)
         fresh = [
             r["runId"]
@@ -537,12 +538,14 @@ def _backfill_run_ids(state: dict, backfill_id: str, count: int) -> Iterable[str
             if r["runId"] not in seen
             and not any(t["key"] == "dagster/parent_run_id" for t in r["tags"])  # a retry
         ]
-        if not fresh:
-            if status in ("FAILED", "CANCELED") or time.monotonic() > deadline:
-                raise RunFailed(f"backfill {backfill_id} {status.lower()} with {len(seen)} runs")
-            time.sleep(POLICY.follow_poll_seconds)
-            continue
         for run_id in fresh:
             seen.append(run_id)
             deadline = time.monotonic() + POLICY.healthy_timeout_seconds
             yield run_id
+        if fresh:
+            continue
+        if status.startswith("COMPLETED") and seen:
+            return
+        if status in ("FAILED", "CANCELED") or time.monotonic() > deadline:
+            raise RunFailed(f"backfill {backfill_id} {status.lower()} with {len(seen)} runs")
+        time.sleep(POLICY.follow_poll_seconds)
