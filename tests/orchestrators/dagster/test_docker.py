@@ -3,8 +3,6 @@ services with the same settings and environment variable names as `quartet up da
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
@@ -12,28 +10,6 @@ import yaml
 from core import settings
 
 DOCKER = settings.REPO_ROOT / "docker" / "dagster"
-BIN = Path(sys.executable).parent
-
-
-def test_compose_file_is_valid_compose():
-    done = subprocess.run(
-        [
-            str(BIN / "check-jsonschema"),
-            "--builtin-schema",
-            "vendor.compose-spec",
-            str(DOCKER / "compose.yaml"),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
-def test_dockerfile_passes_hadolint():
-    done = subprocess.run(
-        [str(BIN / "hadolint"), str(DOCKER / "Dockerfile")], capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_compose_runs_the_services_and_settings_of_quartet_up(quartet_home):
