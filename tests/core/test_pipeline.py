@@ -307,7 +307,9 @@ def test_a_malformed_run_does_not_wedge_the_next_good_one(
     left_behind = pipeline.dlt_pipeline(settings.for_pipeline(name)).has_pending_data
     assert not left_behind  # whatever the failed run left was settled
     if record_format == "json":
-        assert any("discarded 1 load package(s)" in line and "arr_delay" in line for line in lines), lines
+        assert any(
+            "discarded 1 load package(s)" in line and "arr_delay" in line for line in lines
+        ), lines
     assert result.new_rows["flights"] > 0  # it extracted February, not a replay
     months = [r[0] for r in query(path, "select distinct month from raw.flights order by 1")]
     assert months == [1, 2]
