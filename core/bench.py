@@ -148,7 +148,7 @@ def run_reference() -> tuple[float, dict[str, int]]:
     """The DuckDB-native reference: raw tables from the CSVs, then the compiled dbt SQL."""
     import duckdb
 
-    from core import dbt
+    from core import dbt, lineage
     from core.source_api.data import records_sql
 
     path = settings.state_dir() / "bench" / "reference.duckdb"
@@ -167,7 +167,8 @@ def run_reference() -> tuple[float, dict[str, int]]:
         raise RuntimeError(f"dbt compile failed: {result.exception}")
     compiled = json.loads((target / "manifest.json").read_text())["nodes"]
     models = [n for n in compiled.values() if n["resource_type"] == "model"]
-    order = _topological([n["unique_id"] for n in models], manifest)
+    by_name = {n["name"]: n["unique_id"] for n in models}
+    order = [by_name[n] for n in lineage.canonical(manifest).order() if n in by_name]
     path.unlink()
 
     started, started_cpu = time.perf_counter(), time.process_time()
@@ -196,25 +197,6 @@ def run_reference() -> tuple[float, dict[str, int]]:
     }
     con.close()
     return seconds, counts
-
-
-def _topological(ids: list[str], manifest: dict) -> list[str]:
-    remaining, done, order = set(ids), set(), []
-    while remaining:
-        ready = sorted(
-            u
-            for u in remaining
-            if all(
-                p in done or not p.startswith("model.")
-                for p in manifest["nodes"][u]["depends_on"]["nodes"]
-            )
-        )
-        if not ready:
-            raise RuntimeError(f"cycle among {remaining}")
-        order += ready
-        done |= set(ready)
-        remaining -= set(ready)
-    return order
 
 
 def bench_source_api(repeat: int, page_size: int | None = None) -> int:
