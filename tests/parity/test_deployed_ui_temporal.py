@@ -42,6 +42,7 @@ def deployed_run(source_api, tmp_path, monkeypatch) -> Iterator[dict]:
         quartet("down", "temporal", timeout=120)
 
 
+@pytest.mark.deployed_pending
 def test_deployed_ui_shows_the_submitted_workflow_on_its_timeline(deployed_run, tmp_path) -> None:
     from playwright.sync_api import sync_playwright
 
