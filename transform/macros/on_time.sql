@@ -1,5 +1,5 @@
 {#-
-    On time, defined once (issue 11). A flight is on time when it arrived no more than
+    On time, defined once, for every mart. A flight is on time when it arrived no more than
     var('on_time_threshold_minutes') late (15: the US DOT rule); null when it has no arrival
     delay (cancelled, diverted). The on-time share of a group is over the flights that arrived
     (those with an arrival delay); every mart that shows one uses on_time_share().
