@@ -79,9 +79,13 @@ def test_sigkill_of_the_worker_mid_ingestion_and_mid_dbt_loses_nothing(
             result = await handle.result()
         finally:
             for worker in workers:
-                if worker.poll() is None:  # a worker's shutdown waits for its long polls
-                    worker.terminate()
-                    worker.wait(timeout=90)
+                if worker.poll() is None:  # a worker's graceful shutdown waits for its
+                    worker.terminate()  # long polls; past 20 s it is stopped as `down` does
+                    try:
+                        worker.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        worker.kill()
+                        worker.wait()
         return killed, result, await activity_runs(handle)
 
     killed, result, runs = asyncio.run(main())
