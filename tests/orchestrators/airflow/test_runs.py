@@ -92,7 +92,9 @@ def test_months_backfilled_in_shuffled_order_match_in_order(
         dag_run = run_once(pipeline_dag, as_of=as_of, partition=partition)
         assert dag_run.state == "success", failures(dag_run)
         assert dag_run.conf["partition"] == partition
-        assert months_loaded(fresh_warehouse)[0 if partition == "2013-02" else -1] == "2013-02"
+        # a partition is a month of publications (February's includes late corrections of
+        # January's last flights), so February is there from the first run on
+        assert "2013-02" in months_loaded(fresh_warehouse)
     assert months_loaded(fresh_warehouse) == months
     assert_same(expected, fresh_warehouse)
 
