@@ -13,8 +13,16 @@ import pytest
 from orchestrators.airflow import PIPELINE_DAG, environment
 
 
+@pytest.fixture(scope="session", autouse=True)
+def airflow_environment(quartet_home: Path) -> Path:
+    """Airflow's settings for this process, before anything imports Airflow: dlt imports it too
+    (its secrets provider for Airflow), e.g. in the bare run a test compares with, and Airflow
+    reads its configuration once, at that first import."""
+    return environment.configure()
+
+
 @pytest.fixture(scope="session")
-def airflow_home(quartet_home: Path) -> Path:
+def airflow_home(airflow_environment: Path) -> Path:
     """A migrated metadata DB (``airflow db migrate``) with the writer pool."""
     return environment.migrate_dev()
 

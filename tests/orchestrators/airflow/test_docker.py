@@ -19,8 +19,11 @@ def compose() -> dict:
 
 
 @pytest.fixture
-def local_topology(quartet_home):
+def local_topology(quartet_home, monkeypatch: pytest.MonkeyPatch):
     from orchestrators.airflow import deploy
+
+    # as a user's `quartet up` runs it: its own source API (an earlier test may have set one)
+    monkeypatch.delenv(settings.SOURCE_API_URL_ENV, raising=False)
 
     env = deploy.deployed_env("postgresql+psycopg2://airflow@127.0.0.1/airflow")
     return deploy.topology(env)
