@@ -41,8 +41,8 @@ def test_compose_file_follows_the_compose_spec(stack: Path):
 
 @pytest.mark.parametrize(
     "dockerfile",
-    sorted((settings.REPO_ROOT / "docker").glob("*/Dockerfile*")),
-    ids=lambda p: p.parent.name,
+    sorted((settings.REPO_ROOT / "docker").rglob("Dockerfile*")),
+    ids=lambda p: str(p.relative_to(settings.REPO_ROOT / "docker")),
 )
 def test_dockerfile_passes_hadolint(dockerfile: Path):
     lint = subprocess.run([BIN / "hadolint", dockerfile], capture_output=True, text=True)
