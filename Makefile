@@ -10,6 +10,8 @@ UV := .venvs/tools/bin/uv
 UV_VERSION := 0.13.9
 export UV_PYTHON_DOWNLOADS := never
 export UV_COMPILE_BYTECODE := 1
+# every tier lists its slowest tests: where the suite's time budget goes, in every CI log
+PYTEST := pytest --durations=8
 
 .PHONY: run test test-fast test-pending leftovers envs env-base lint fmt bench clean browser postgres test-core test-parity FORCE
 # (pattern targets env-% and test-% cannot be .PHONY: make skips pattern rules for phony targets;
@@ -70,12 +72,12 @@ fmt: env-base
 	.venvs/base/bin/ruff format .
 
 test-core: env-base
-	.venvs/base/bin/pytest tests/core $(addprefix --ignore=,$(FAST_CORE))
+	.venvs/base/bin/$(PYTEST) tests/core $(addprefix --ignore=,$(FAST_CORE))
 
 # Each orchestrator's tests run in its own environment; a folder without tests yet is skipped.
 test-%: env-% FORCE
 	@if ls tests/orchestrators/$*/test_*.py >/dev/null 2>&1; then \
-		.venvs/$*/bin/pytest tests/orchestrators/$* --ignore=tests/orchestrators/$*/test_definitions.py \
+		.venvs/$*/bin/$(PYTEST) tests/orchestrators/$* --ignore=tests/orchestrators/$*/test_definitions.py \
 			-m "not deployed_pending"; \
 	else echo "no tests for $* yet"; fi
 
@@ -89,7 +91,7 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || { apt-get update -qq && { apt-get install -y -qq postgresql-15 >/dev/null || apt-get install -y -qq postgresql >/dev/null; }; }
 
 test-parity: envs browser
-	@if ls tests/parity/test_*.py >/dev/null 2>&1; then .venvs/base/bin/pytest tests/parity -m "not deployed_pending and not reliability_pending"; \
+	@if ls tests/parity/test_*.py >/dev/null 2>&1; then .venvs/base/bin/$(PYTEST) tests/parity -m "not deployed_pending and not reliability_pending"; \
 	else echo "no parity tests yet"; fi
 
 bench: env-base

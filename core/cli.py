@@ -127,7 +127,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         path.write_text(json.dumps(timings, indent=2))
     if failed:
         print(f"quartet run: failed: {', '.join(failed)}", file=sys.stderr)
-        return EXIT_FAILED
+        # one pipeline: its own exit code (2 for bad usage, as every entrypoint uses it)
+        own = timings[names[0]]["exit_code"]
+        return own if len(names) == 1 and own > 0 else EXIT_FAILED
     return 0
 
 

@@ -61,9 +61,10 @@ def warehouse_dir() -> Path:
     return home() / "warehouse"
 
 
-def state_dir() -> Path:
-    """Gitignored root of generated state: dlt working dirs, dbt targets, orchestrator homes."""
-    return home() / ".quartet"
+def state_dir(of_home: Path | None = None) -> Path:
+    """Gitignored root of generated state: dlt working dirs, dbt targets, orchestrator homes
+    (of this process's QUARTET_HOME, or of ``of_home``)."""
+    return (of_home or home()) / ".quartet"
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,11 @@ def log_dir(name: str) -> Path:
     return path
 
 
+def venvs_dir() -> Path:
+    """Where the orchestrators' environments live (QUARTET_VENVS; default .venvs/)."""
+    return Path(os.environ.get("QUARTET_VENVS") or REPO_ROOT / ".venvs")
+
+
 def venv_python(name: str) -> Path:
     """The interpreter of an orchestrator's own environment (.venvs/<name>)."""
-    return REPO_ROOT / ".venvs" / name / "bin" / "python"
+    return venvs_dir() / name / "bin" / "python"

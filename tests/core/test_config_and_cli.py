@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,19 @@ def test_bad_config_file_is_named(tmp_path):
     broken.write_text("[source\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(broken)
+
+
+def test_a_missing_orchestrator_environment_is_named_with_its_fix(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "core.cli", "run", "dagster"],
+        capture_output=True,
+        text=True,
+        cwd=settings.REPO_ROOT,
+        env={**os.environ, "QUARTET_VENVS": str(tmp_path / "none")},
+    )
+    assert result.returncode == 2
+    assert "dagster environment is missing" in result.stderr
+    assert "make env-dagster" in result.stderr
 
 
 def test_canonical_lineage_joins_dlt_tables_to_dbt_models(quartet_home):
