@@ -18,6 +18,7 @@ subset of the cases for every pipeline (tests/parity/test_reliability.py).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -64,6 +65,8 @@ class Case:
     setup: Callable[[Context, contextlib.ExitStack], tuple[list[str], dict[str, str]]]
     expect_failure: bool = True
     crash: bool = False
+    #: for a crash: kill as soon as this holds for the printed lines (else at 35% of a good run)
+    kill_when: Callable[[list[str]], bool] | None = None
     #: for cases that run more than the one broken command (concurrency): replaces it
     runner: Callable[[Matrix, Case], Outcome] | None = None
     #: a case about orchestrators only (their environments, two of them at once)
@@ -319,6 +322,32 @@ def _other_at_once(matrix: Matrix, case: Case) -> Outcome:
     return outcome
 
 
+#: a progress line of a dbt model: bare's ``[bare]   model NAME: success`` or an adapter's
+#: ``[NAME] dbt     MODEL  ...`` (core.kit.progress)
+MODEL_LINE = r"^\[\w+\]\s+(?:dbt|model)\s+(\w+)"
+
+
+def _models_seen(lines: list[str]) -> set[str]:
+    import re
+
+    return {m.group(1) for line in lines if (m := re.match(MODEL_LINE, line))}
+
+
+def _first_model_built(lines: list[str]) -> bool:
+    return bool(_models_seen(lines[-1:]))
+
+
+@functools.cache
+def _models() -> frozenset[str]:
+    from core import lineage
+
+    return frozenset(n for n, layer in lineage.canonical().nodes.items() if layer != "raw")
+
+
+def _every_model_built(lines: list[str]) -> bool:
+    return bool(lines and _models_seen(lines[-1:])) and _models() <= _models_seen(lines)
+
+
 CASES: dict[str, Case] = {
     c.id: c
     for c in [
@@ -345,8 +374,12 @@ CASES: dict[str, Case] = {
              runner=_twice_at_once),
         Case("other-at-once", "another orchestrator at the same time (each its warehouse)", "", _healthy,
              runner=_other_at_once, orchestrators_only=True),
-        Case("kill-9", "kill -9 of the whole run mid-way, then a plain rerun", "", _healthy,
+        Case("kill-9", "kill -9 of the whole tree during ingestion (35% of a good run), then a plain rerun", "", _healthy,
              crash=True),
+        Case("kill-9-mid-dbt", "kill -9 right after the first dbt model, then a plain rerun", "", _healthy,
+             crash=True, kill_when=_first_model_built),
+        Case("kill-9-after-dbt", "kill -9 after the last dbt model, before success, then a plain rerun", "", _healthy,
+             crash=True, kill_when=_every_model_built),
     ]
 }  # fmt: skip
 
@@ -359,9 +392,18 @@ def quartet_argv(name: str, flags: list[str]) -> list[str]:
 
 
 def run_command(
-    argv: list[str], env: dict[str, str], *, kill_after: float | None = None, timeout: float = 900
+    argv: list[str],
+    env: dict[str, str],
+    *,
+    kill_after: float | None = None,
+    kill_when: Callable[[list[str]], bool] | None = None,
+    timeout: float = 900,
 ) -> tuple[int | None, float, str]:
-    """Run ``argv`` in its own process group; optionally kill -9 the whole group after a delay."""
+    """Run ``argv`` in its own process group; kill -9 its whole tree after ``kill_after``
+    seconds, or as soon as ``kill_when`` holds for the lines it has printed so far. The code is
+    None when the kill happened, the run's own exit code when it ended first."""
+    import threading
+
     started = time.monotonic()
     proc = subprocess.Popen(
         argv,
@@ -372,21 +414,41 @@ def run_command(
         text=True,
         start_new_session=True,
     )
-    try:
-        output, _ = proc.communicate(timeout=kill_after or timeout)
-        return proc.returncode, time.monotonic() - started, output
-    except subprocess.TimeoutExpired:
+    lines: list[str] = []
+    reached = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if kill_when is not None and kill_when(lines):
+                reached.set()
+        reached.set()  # the run ended
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reached.wait(kill_after or timeout)
+    if proc.poll() is None and reader.is_alive() and (kill_after or kill_when):
         tree = process_tree(proc.pid)
         for pid in tree:  # the whole tree at once, as a crash or the OOM killer would
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        output, _ = proc.communicate()
+        proc.wait()
+        reader.join(30)
         stop_group(proc.pid, timeout=10)  # whatever else is left in the group
         survivors = [pid for pid in tree if process_start_time(pid) is not None]
+        output = "".join(lines)
         if survivors:
             output += f"\nleft running after kill -9: {survivors}"
-        code = None if kill_after else proc.returncode
-        return code, time.monotonic() - started, output
+        return None, time.monotonic() - started, output
+    try:
+        proc.wait(timeout=max(1.0, timeout - (time.monotonic() - started)))
+    except subprocess.TimeoutExpired:
+        stop_group(proc.pid, timeout=10)
+        proc.wait()
+        lines.append(f"\nstill running after {timeout:.0f}s: stopped\n")
+    reader.join(30)
+    return proc.returncode, time.monotonic() - started, "".join(lines)
 
 
 def process_tree(root: int) -> list[int]:
@@ -470,16 +532,21 @@ class Matrix:
                 flags, env = case.setup(self.ctx, stack)
             except CaseNotApplicable as why:
                 return Outcome(case.id, self.ctx.name, True, None, 0.0, str(why), applicable=False)
-            kill_after = max(3.0, 0.35 * self.good_seconds) if case.crash else None
+            timed = case.crash and case.kill_when is None
             code, seconds, output = run_command(
                 quartet_argv(self.ctx.name, flags or ["--as-of", JANUARY]),
                 {**self.env, **env},
-                kill_after=kill_after,
+                kill_after=max(3.0, 0.35 * self.good_seconds) if timed else None,
+                kill_when=case.kill_when,
             )
         message = _last_error_line(output, case.needle)
         outcome = Outcome(case.id, self.ctx.name, False, code, seconds, message)
         if case.crash:
-            outcome.ok = (code is None or code == 0) and "left running after kill -9" not in output
+            # a kill on a printed line must have happened; the timed one may come after the end
+            killed = code is None or (case.kill_when is None and code == 0)
+            outcome.ok = killed and "left running after kill -9" not in output
+            if code is not None and case.kill_when is not None:
+                outcome.message = f"the run ended (exit {code}) before the kill point"
         elif case.expect_failure:
             outcome.unchanged = not diff(before, fingerprint(self.ctx.warehouse))
             named = case.needle.lower() in output.lower()
