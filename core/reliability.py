@@ -578,8 +578,9 @@ def _last_error_line(output: str, needle: str = "") -> str:
     line saying it failed, else its last line."""
     lines = output.strip().splitlines()
     naming = [line for line in lines if needle and needle.lower() in line.lower()]
-    failed = [line for line in lines if "failed" in line or "Error" in line]
-    return (naming or failed or lines or [""])[-1].strip()[:300]
+    failed = [line for line in lines if "fail" in line.lower() or "Error" in line]
+    both = [line for line in naming if line in failed]
+    return (both or naming or failed or lines or [""])[-1].strip()[:300]
 
 
 # -- the command: run everything, write docs/reliability.md --------------------------------------
@@ -669,9 +670,6 @@ def main(names: list[str], cases: list[str], out: Path | None) -> int:
     from core.source_api import running_source_api
 
     results = out.with_suffix(".json") if out is not None else None
-    known: dict[tuple[str, str], Outcome] = {}
-    if results is not None and results.exists():
-        known = {(o["case"], o["name"]): Outcome(**o) for o in json.loads(results.read_text())}
     outcomes: list[Outcome] = []
     with (
         tempfile.TemporaryDirectory(prefix="quartet-reliability-") as tmp,
@@ -703,14 +701,27 @@ def main(names: list[str], cases: list[str], out: Path | None) -> int:
                     flush=True,
                 )
                 if results is not None and out is not None:
-                    known[(case_id, name)] = outcome
-                    cells = sorted(known.values(), key=lambda o: (o.name, o.case))
-                    results.write_text(json.dumps([asdict(o) for o in cells], indent=2) + "\n")
-                    shown = [n for n in settings.PIPELINE_NAMES if any(o.name == n for o in cells)]
-                    out.write_text(render(cells, shown))
+                    record(outcome, results, out)
     if out is not None:
         print(f"wrote {out} and {results}")
     return 0 if all(o.ok for o in outcomes) else 1
+
+
+def record(outcome: Outcome, results: Path, page: Path) -> None:
+    """Merge one cell into ``results`` and rewrite ``page`` from all cells; several matrix
+    processes (one per pipeline) may do it at once, so under an exclusive lock."""
+    import fcntl
+
+    with open(results.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        known = {}
+        if results.exists():
+            known = {(o["case"], o["name"]): Outcome(**o) for o in json.loads(results.read_text())}
+        known[(outcome.case, outcome.name)] = outcome
+        cells = sorted(known.values(), key=lambda o: (o.name, o.case))
+        results.write_text(json.dumps([asdict(o) for o in cells], indent=2) + "\n")
+        shown = [n for n in settings.PIPELINE_NAMES if any(o.name == n for o in cells)]
+        page.write_text(render(cells, shown))
 
 
 def _when() -> str:
