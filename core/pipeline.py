@@ -167,6 +167,24 @@ def _run_dlt(p: dlt.Pipeline, source, loader_file_format: str) -> None:
                 raise
 
 
+def _what_was_loaded(location, before: dict[str, int]) -> str:
+    """What a failed run still loaded: dlt loads each table of a package in its own transaction,
+    so a load step that fails part-way (a full disk, a lost connection) may have committed some
+    tables; the rest of the package stays pending and the next run finishes it."""
+    try:
+        after = warehouse.table_counts(location, (settings.RAW_SCHEMA,))
+    except Exception:  # the warehouse itself may be what failed: say nothing we cannot check
+        return "What this step loaded could not be checked."
+    loaded = {t: after[t] - before.get(t, 0) for t in after if after[t] != before.get(t, 0)}
+    if not loaded:
+        return "Nothing of this step was loaded."
+    tables = ", ".join(f"{table} {rows:+,} rows" for table, rows in sorted(loaded.items()))
+    return (
+        f"Loaded before the failure: {tables}; the rest of the package stays pending, and the "
+        "next run loads it first."
+    )
+
+
 def ingest(
     name: str,
     run_window: RunWindow,
@@ -202,7 +220,7 @@ def ingest(
             raise IngestionError(
                 f"ingesting {', '.join(run_window.resources)} from {base_url} into "
                 f"{_shown(location)} failed at the {exc.step} step{hint}: "
-                f"{type(cause).__name__}: {cause}. Nothing of this step was loaded."
+                f"{type(cause).__name__}: {cause}. {_what_was_loaded(location, before)}"
             ) from exc
         after = warehouse.table_counts(location, (settings.RAW_SCHEMA,))
     trace = p.last_trace
