@@ -60,7 +60,8 @@ def csv_path(name: str) -> Path:
     with _extract_lock:
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(".tmp")
+            tmp = target.with_suffix(f".{os.getpid()}.tmp")  # test sessions may race: each
+            # writes its own copy, and the atomic rename makes either the one that stays
             with zipfile.ZipFile(data / "flights.csv.zip") as archive, open(tmp, "wb") as out:
                 out.write(archive.read("flights.csv"))
             tmp.replace(target)
