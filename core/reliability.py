@@ -415,7 +415,14 @@ CASES: dict[str, Case] = {
 }  # fmt: skip
 
 #: the cases the test suite runs for every pipeline (the rest: `quartet reliability`)
-SUITE_CASES = ("wrong-token", "malformed-wrong-type", "not-duckdb", "kill-9")
+SUITE_CASES = (
+    "wrong-token",
+    "malformed-wrong-type",
+    "not-duckdb",
+    "full-disk",
+    "twice-at-once",
+    "kill-9",
+)
 
 
 def quartet_argv(name: str, flags: list[str]) -> list[str]:
