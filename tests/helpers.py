@@ -121,3 +121,10 @@ def quartet(
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+#: how long a stopped UI or run may take to stop everything it started, on a loaded machine
+#: (two test lanes on 2 cores): a bound that catches a hang, not a timing claim. Stopping the
+#: Temporal dev UI takes about a minute even on a quiet machine: its workers wait for their open
+#: long polls to end.
+STOP_BOUND = 300

@@ -24,6 +24,7 @@ import pytest
 from core import settings
 from core.net import free_port
 from tests.conftest import JANUARY
+from tests.helpers import STOP_BOUND
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -167,7 +168,7 @@ def running_ui(request, source_api, quartet_home) -> Iterator[Callable[[str], re
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)
             try:
-                proc.wait(timeout=120)
+                proc.wait(timeout=STOP_BOUND)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()

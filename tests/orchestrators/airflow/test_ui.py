@@ -15,6 +15,7 @@ import pytest
 from core import settings
 from core.net import free_port
 from orchestrators.airflow import PIPELINE_DAG
+from tests.helpers import STOP_BOUND
 
 
 def call(url: str, token: str | None = None, body: dict | None = None) -> dict | str:
@@ -57,7 +58,7 @@ def ui(airflow_home, source_api):
     yield url, password, proc, banner
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=90)
+        proc.wait(timeout=STOP_BOUND)
 
 
 def test_ui_serves_the_pipeline_a_finished_run_and_stops_on_ctrl_c(ui, source_api):
@@ -91,7 +92,7 @@ def test_ui_serves_the_pipeline_a_finished_run_and_stops_on_ctrl_c(ui, source_ap
     # the API token is an Airflow connection from the environment: never shown by the UI
     assert source_api.token not in json.dumps(call(f"{url}/api/v2/connections", token))
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=90) == 0
+    assert proc.wait(timeout=STOP_BOUND) == 0
     assert "stopped dag-processor, scheduler and api-server" in "".join(banner)
     with pytest.raises(OSError):
         call(f"{url}/api/v2/monitor/health")

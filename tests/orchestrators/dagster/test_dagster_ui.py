@@ -14,6 +14,7 @@ from pathlib import Path
 
 from core import settings
 from core.net import free_port
+from tests.helpers import STOP_BOUND
 
 QUERY = """{
   assetNodes { assetKey { path } }
@@ -78,7 +79,7 @@ def test_ui_serves_the_asset_graph_and_a_finished_run_and_sigterm_stops_it_all(
     finally:
         proc.send_signal(signal.SIGTERM)  # the ui stops dagster dev (its process group) itself
         try:
-            proc.wait(timeout=90)
+            proc.wait(timeout=STOP_BOUND)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -18,6 +18,7 @@ from core import kit, settings
 from core.net import free_port
 from core.source_api import SourceAPIConfig, set_clock, start_process
 from orchestrators.prefect import NEW_DATA_EVENT
+from tests.helpers import STOP_BOUND
 
 
 def wait_for(what: str, check, proc: subprocess.Popen, log: Path, timeout: float = 420):
@@ -77,7 +78,7 @@ def ui(tmp_path: Path):
     finally:
         proc.send_signal(signal.SIGTERM)  # the ui stops the server and runs it started
         try:
-            proc.wait(timeout=60)
+            proc.wait(timeout=STOP_BOUND)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -15,7 +15,7 @@ import urllib.request
 from core import settings
 from core.net import free_port
 from orchestrators.temporal import TASK_QUEUE
-from tests.helpers import JANUARY
+from tests.helpers import JANUARY, STOP_BOUND
 
 
 def get_json(url: str) -> dict:
@@ -68,7 +68,7 @@ def test_ui_serves_the_finished_run_schedule_and_watcher(source_api, fresh_home,
         assert pollers.get("pollers"), pollers  # the worker is there, polling
     finally:
         ui.send_signal(signal.SIGINT)  # what Ctrl-C does
-        assert ui.wait(timeout=60) == 130  # the kit's exit code for an interrupted command
+        assert ui.wait(timeout=STOP_BOUND) == 130  # the kit's exit code for an interrupted command
         log.close()
     with socket.socket() as sock:  # and the server it started is gone
         assert sock.connect_ex((server_host, int(server_port))) != 0
