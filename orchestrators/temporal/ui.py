@@ -42,7 +42,19 @@ async def _serve(request: kit.UiRequest, server: Server, url: str, token: str) -
         await asyncio.Event().wait()
 
 
+#: after Ctrl-C, how long the workers may take to stop before the command leaves them to its own
+#: exit: their shutdown waits for their open long polls to end, up to a minute
+STOP_GRACE_SECONDS = 5
+
+
 def serve(request: kit.UiRequest) -> None:
     progress.orchestrator_log(PIPELINE, ("temporalio", "dlt", "dbt"))
     with kit.source_api() as (url, token), dev_server(ui=True, ui_port=request.port) as server:
-        asyncio.run(_serve(request, server, url, token))
+        loop = asyncio.new_event_loop()
+        main = loop.create_task(_serve(request, server, url, token))
+        try:
+            loop.run_until_complete(main)
+        except KeyboardInterrupt:
+            main.cancel()  # the workers stop polling; no activity runs once the UI is up
+            loop.run_until_complete(asyncio.wait({main}, timeout=STOP_GRACE_SECONDS))
+            raise  # then the dev server and the source API stop, as the with-block ends
