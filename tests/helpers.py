@@ -124,7 +124,5 @@ def quartet(
 
 
 #: how long a stopped UI or run may take to stop everything it started, on a loaded machine
-#: (two test lanes on 2 cores): a bound that catches a hang, not a timing claim. Stopping the
-#: Temporal dev UI takes about a minute even on a quiet machine: its workers wait for their open
-#: long polls to end.
+#: (two test lanes on 2 cores): a bound that catches a hang, not a timing claim
 STOP_BOUND = 300

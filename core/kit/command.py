@@ -163,6 +163,9 @@ def adapter_main(
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     args = parser(name).parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # stop like Ctrl-C: unwind, stop children
+    # SIGINT is Ctrl-C even when the launcher ignored it (a non-interactive shell does for
+    # background jobs, and Python then installs no handler): a UI must stop on it anywhere
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if args.verb == "run":
             request = validate(name, args.as_of, args.partition)
