@@ -56,10 +56,26 @@ def bare_run(name: str, *, as_of: str | None = None, partitions=None) -> Path:
 
 @pytest.fixture(scope="session")
 def bare_january(source_api: API):
-    """Fingerprint of the bare run as of 2013-01-31: what every orchestrator must reproduce."""
+    """Fingerprint of the bare run as of 2013-01-31: what every orchestrator must reproduce.
+
+    It runs into the session home's bare warehouse, which other tests copy; a test that runs bare
+    as of a later date must do so in a home of its own, or this would silently become that
+    later warehouse (the pipeline is incremental: January again leaves later months in place).
+    """
+    import duckdb
+
     from core.fingerprint import fingerprint
 
-    return fingerprint(bare_run("bare", as_of=JANUARY))
+    warehouse = bare_run("bare", as_of=JANUARY)
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        (later,) = con.execute(
+            "select count(*) from marts.fct_flights where flight_date > ?", [JANUARY]
+        ).fetchone()
+    assert later == 0, (
+        f"{warehouse} holds {later:,} flights after {JANUARY}: a test ran bare past January in "
+        "the session home (give it a QUARTET_HOME of its own)"
+    )
+    return fingerprint(warehouse)
 
 
 class AlertReceiver:

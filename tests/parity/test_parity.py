@@ -1,9 +1,12 @@
 """The parity claim, end to end: bare and the four orchestrators, each through its own entrypoint in
-its own environment, build the same warehouse - for one month and for the whole year, again and
-again, converging from a mid-year run - and each declares the canonical lineage.
+its own environment, build the same warehouse - for one month and for the whole year, converging
+from a mid-year run - and each declares the canonical lineage.
 
 Every run here is the user's command (``quartet run <name> ...``) in a subprocess; the session's
-QUARTET_HOME is a temporary folder and one source API serves every run.
+QUARTET_HOME is a temporary folder and one source API serves every run. That a second run changes
+nothing is each orchestrator tier's test (through the orchestrator's own machinery: Dagster's
+``execute``, Airflow's ``dag.test``, Prefect's flow, Temporal's run command); the full-year test
+here is a second run of every entrypoint over a warehouse that already holds half the year.
 """
 
 from __future__ import annotations
@@ -74,17 +77,6 @@ def test_lineage_each_orchestrator_declares_is_the_canonical_graph(name, quartet
     assert result.returncode == 0, result.stderr
     declared = lineage.Graph.from_json(json.loads(result.stdout))
     assert lineage.canonical().difference(declared) == []
-
-
-@pytest.mark.parametrize("name", ORCHESTRATORS)
-def test_a_second_run_changes_nothing(january, name):
-    prints, _ = january
-    run(name, "--as-of", "2013-01-31")
-    assert_same(
-        f"{name} (second run)",
-        prints["bare"],
-        fingerprint(settings.for_pipeline(name, export=False).warehouse),
-    )
 
 
 @pytest.mark.slow

@@ -35,7 +35,11 @@ def quartet(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_full_year_on_postgres_equals_the_full_year_on_duckdb(source_api, postgres_server):
+def test_full_year_on_postgres_equals_the_full_year_on_duckdb(
+    source_api, postgres_server, tmp_path, monkeypatch
+):
+    # a home of its own: the session home's bare warehouse is the January reference of others
+    monkeypatch.setenv("QUARTET_HOME", str(tmp_path / "home"))
     quartet("run", "bare", "--as-of", YEAR_END)
     duckdb_print = fingerprint(settings.for_pipeline("bare", export=False).warehouse)
     assert duckdb_print.tables["marts.fct_flights"].rows == 336_776
