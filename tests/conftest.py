@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from core import settings
-from tests.helpers import JANUARY
+from tests.helpers import JANUARY, table_rows
 
 
 @dataclass(frozen=True)
@@ -62,15 +62,12 @@ def bare_january(source_api: API):
     as of a later date must do so in a home of its own, or this would silently become that
     later warehouse (the pipeline is incremental: January again leaves later months in place).
     """
-    import duckdb
-
     from core.fingerprint import fingerprint
 
     warehouse = bare_run("bare", as_of=JANUARY)
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        (later,) = con.execute(
-            "select count(*) from marts.fct_flights where flight_date > ?", [JANUARY]
-        ).fetchone()
+    ((later,),) = table_rows(
+        warehouse, f"select count(*) from marts.fct_flights where flight_date > '{JANUARY}'"
+    )
     assert later == 0, (
         f"{warehouse} holds {later:,} flights after {JANUARY}: a test ran bare past January in "
         "the session home (give it a QUARTET_HOME of its own)"
