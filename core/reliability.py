@@ -272,7 +272,11 @@ def _run_together(matrix: Matrix, commands: list[tuple[str, list[str]]]) -> list
             pool.submit(run_command, quartet_argv(name, flags), matrix.env)
             for name, flags in commands
         ]
-        return [f.result() for f in futures]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:  # Ctrl-C or SIGTERM reaches this thread: stop the runs, then go
+            stop_running()
+            raise
 
 
 def _marts(print_) -> dict:
@@ -425,6 +429,11 @@ SUITE_CASES = (
 )
 
 
+#: process groups of the runs under way (several at once in the concurrency cases): each run is
+#: in a group of its own (for kill -9), so a Ctrl-C or SIGTERM to the matrix must stop them
+_RUNNING: set[int] = set()
+
+
 def quartet_argv(name: str, flags: list[str]) -> list[str]:
     return [sys.executable, "-m", "core.cli", "run", name, *flags]
 
@@ -440,8 +449,6 @@ def run_command(
     """Run ``argv`` in its own process group; kill -9 its whole tree after ``kill_after``
     seconds, or as soon as ``kill_when`` holds for the lines it has printed so far. The code is
     None when the kill happened, the run's own exit code when it ended first."""
-    import threading
-
     started = time.monotonic()
     proc = subprocess.Popen(
         argv,
@@ -452,6 +459,31 @@ def run_command(
         text=True,
         start_new_session=True,
     )
+    _RUNNING.add(proc.pid)
+    try:
+        return _follow(proc, started, kill_after, kill_when, timeout)
+    except BaseException:  # Ctrl-C or SIGTERM to the matrix, raised in this thread
+        stop_group(proc.pid, timeout=10)
+        raise
+    finally:
+        _RUNNING.discard(proc.pid)
+
+
+def stop_running() -> None:
+    """Stop every run under way (their whole process groups)."""
+    for group in list(_RUNNING):
+        stop_group(group, timeout=10)
+
+
+def _follow(
+    proc: subprocess.Popen,
+    started: float,
+    kill_after: float | None,
+    kill_when: Callable[[list[str]], bool] | None,
+    timeout: float,
+) -> tuple[int | None, float, str]:
+    import threading
+
     lines: list[str] = []
     reached = threading.Event()
 
@@ -715,6 +747,15 @@ def _api_factory() -> Iterator[Callable]:
 def main(names: list[str], cases: list[str], out: Path | None) -> int:
     """Run ``cases`` for ``names``; with ``out``, merge the cells into ``out``'s JSON twin (the
     cells not re-run keep their last result) and rewrite the page after every cell."""
+    try:
+        return _main(names, cases, out)
+    except KeyboardInterrupt:
+        stop_running()
+        print("quartet reliability: interrupted; stopped the runs under way", file=sys.stderr)
+        return 130
+
+
+def _main(names: list[str], cases: list[str], out: Path | None) -> int:
     import tempfile
 
     from core.source_api import running_source_api

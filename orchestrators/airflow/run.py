@@ -43,12 +43,22 @@ def run_once(dag, *, as_of: str | None = None, partition: str | None = None):
 
 
 def failures(dag_run) -> list[str]:
-    """``task_id: state`` of every task instance that did not succeed."""
-    return [
-        f"{ti.task_id}: {ti.state}"
-        for ti in dag_run.get_task_instances()
-        if ti.state not in ("success", "skipped")
-    ]
+    """The tasks that did not succeed: each failed one with its error (when this process ran it),
+    then how many tasks did not run because of them."""
+    from orchestrators.airflow.tasks import FAILED_TASKS
+
+    failed, not_run = [], 0
+    for ti in sorted(dag_run.get_task_instances(), key=lambda t: t.task_id):
+        if ti.state in ("success", "skipped"):
+            continue
+        if ti.state == "upstream_failed":
+            not_run += 1
+            continue
+        error = FAILED_TASKS.get((dag_run.run_id, ti.task_id))
+        failed.append(f"{ti.task_id} {ti.state}" + (f" ({error})" if error else ""))
+    if not_run:
+        failed.append(f"{not_run} downstream tasks not run")
+    return failed
 
 
 def layers() -> tuple[str, ...]:
@@ -120,7 +130,7 @@ def run(request: RunRequest) -> None:
                 if dag_run.state != "success":
                     raise RunFailed(
                         f"{PIPELINE_DAG} run {dag_run.run_id} {dag_run.state}: "
-                        f"{', '.join(failures(dag_run))}; Airflow's log: {log}"
+                        f"{'; '.join(failures(dag_run))}\n  Airflow's log: {log}"
                     )
                 progress.say(
                     NAME,

@@ -17,6 +17,11 @@ from orchestrators.airflow import NAME, SOURCE_API_CONN
 #: run types whose data interval is the partition (a manual run loads what it is asked for)
 INTERVAL_RUN_TYPES = {"scheduled", "backfill"}
 
+#: ``(run_id, task_id) -> "ExceptionType: message"`` of the tasks that failed in this process.
+#: A dev-mode run (``dag.test()`` runs its tasks in-process) names them in its terminal
+#: message: the culprit (a refused token, a malformed record) is otherwise only in the log.
+FAILED_TASKS: dict[tuple[str, str], str] = {}
+
 
 def run_window(context, resource: str) -> RunWindow:
     """The window of one ingestion task: params (as_of, partition) or the run's data interval."""
@@ -88,6 +93,7 @@ def alert_on_failure(context) -> None:
     """on_failure_callback: the shared alert payload to ALERT_WEBHOOK_URL (when it is set)."""
     ti = context["ti"]
     error = context.get("exception")
+    FAILED_TASKS[(context["run_id"], ti.task_id)] = f"{type(error).__name__}: {error}"
     alerts.send_alert(
         alerts.alert_payload(
             NAME,

@@ -1,7 +1,6 @@
 """``python -m orchestrators.temporal run|ui|lineage|up|down|status`` (``quartet ... temporal``)."""
 
-import sys
-
 from core.kit import adapter_main
+from orchestrators.temporal import exit_process
 
-sys.exit(adapter_main(__package__))
+exit_process(adapter_main(__package__))

@@ -96,14 +96,27 @@ def _stop_orphan(published: Path) -> None:
 async def run_here(request: kit.RunRequest, server: Server, url: str, token: str) -> None:
     """Start the workflow, with this process's worker polling, and follow it to its end."""
     from orchestrators.temporal.activities import PipelineActivities
-    from orchestrators.temporal.starter import connect, follow, start, workflow_input
+    from orchestrators.temporal.starter import (
+        connect,
+        follow,
+        start,
+        terminate_running,
+        workflow_id,
+        workflow_input,
+    )
     from orchestrators.temporal.worker import warm_imports, workers
 
     warm_imports()
     client = await connect(server.address)
     async with workers(client, PipelineActivities(url, token, ui_url=server.ui_url)):
         run = workflow_input(request)
-        # a dev-mode run's worker dies with its command: a new command replaces such a run
+        # a dev-mode run's worker dies with its command: a new command replaces such a run, and
+        # says so in the run it replaces (its command fails naming this one, not silently)
+        await terminate_running(
+            client,
+            workflow_id(run),
+            f"replaced by a newer `quartet run temporal` (pid {os.getpid()})",
+        )
         handle = await start(client, run, conflict=WorkflowIDConflictPolicy.TERMINATE_EXISTING)
         progress.say(PIPELINE, f"workflow {handle.id} on {server.address} ({request.label})")
         await follow(client, handle, run)

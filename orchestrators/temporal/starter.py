@@ -108,6 +108,16 @@ async def start(
     )
 
 
+async def terminate_running(client: Client, workflow: str, reason: str) -> None:
+    """Terminate the run of ``workflow`` that is still running, if any, giving ``reason``."""
+    handle = client.get_workflow_handle(workflow)
+    try:
+        if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+            await handle.terminate(reason=reason)
+    except RPCError:  # no such workflow yet, or it closed meanwhile
+        pass
+
+
 async def follow(
     client: Client,
     handle: WorkflowHandle,
@@ -216,4 +226,7 @@ async def main(client: Client | None = None, request: PipelineInput | None = Non
 
 
 if __name__ == "__main__":
+    from orchestrators.temporal import exit_process
+
     print(asyncio.run(main()))
+    exit_process(0)

@@ -135,6 +135,13 @@ def test_wrong_token_fails_at_once_without_retries(
     assert failed and all(ti.task_id.startswith("ingest.") for ti in failed)
     assert {ti.try_number for ti in failed} == {1}  # no retry happened
     assert pipeline_dag.get_task("ingest.flights").retries > 0  # (retries exist: not used here)
+    # what the run command prints: each failed task with its culprit, not only its state
+    reported = failures(dag_run)
+    assert len(reported) == len(failed) + 1, reported  # + "N downstream tasks not run"
+    for ti, line in zip(sorted(failed, key=lambda t: t.task_id), reported, strict=False):
+        assert line.startswith(f"{ti.task_id} failed") and "check SOURCE_API_TOKEN" in line, line
+    assert reported[-1].endswith("downstream tasks not run")
+    assert "not-the-token" not in " ".join(reported)
 
 
 def test_after_a_malformed_record_the_next_good_run_succeeds(
