@@ -322,7 +322,8 @@ def _twice_at_once(matrix: Matrix, case: Case) -> Outcome:
     outcome = Outcome(
         case.id, ctx.name, False, max(codes, key=abs), max(s for _, s, _ in results), message
     )
-    clear = all(code == 0 or case.needle.lower() in out.lower() for code, _, out in results)
+    # case-sensitive: "PID 123" names a holder; a lower-case "pid" is also a metadata DB column
+    clear = all(code == 0 or case.needle in out for code, _, out in results)
     outcome.unchanged = ctx.warehouse.exists() and not diff(
         matrix.bare_january, fingerprint(ctx.warehouse)
     )

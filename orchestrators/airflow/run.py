@@ -8,8 +8,10 @@ The terminal gets one line per task; Airflow's own log goes to ``.quartet/airflo
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from core import kit, settings, warehouse
@@ -110,8 +112,40 @@ def report(dag_run, before: dict[str, int], after: dict[str, int]) -> None:
         print(progress.unit_line(NAME, kind, unit, seconds, detail), flush=True)
 
 
+@contextlib.contextmanager
+def one_dev_run_at_a_time() -> Iterator[None]:
+    """Dev-mode runs share the home's SQLite metadata DB, which takes one writer: two
+    ``dag.test()`` at once make one of them fail on an insert (seen: into task_instance_history).
+    A second ``quartet run airflow`` waits for the first, saying for whom, then runs; the kernel
+    drops the lock of a killed run."""
+    home = environment.airflow_home()
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "dev-run.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            progress.say(NAME, f"waiting for the dev-mode run of {holder} to end (one at a time)")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"PID {os.getpid()}")
+        lock.flush()
+        try:
+            yield
+        finally:
+            lock.truncate(0)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def run(request: RunRequest) -> None:
     """The full pipeline once per partition (or once over everything); raises on a failure."""
+    with one_dev_run_at_a_time():
+        _run(request)
+
+
+def _run(request: RunRequest) -> None:
     log = progress.orchestrator_log(NAME, CHATTY_LOGGERS)
     environment.migrate_dev()
     location = settings.for_pipeline(NAME).warehouse

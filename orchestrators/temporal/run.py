@@ -115,7 +115,7 @@ async def run_here(request: kit.RunRequest, server: Server, url: str, token: str
         await terminate_running(
             client,
             workflow_id(run),
-            f"replaced by a newer `quartet run temporal` (pid {os.getpid()})",
+            f"replaced by a newer `quartet run temporal` (PID {os.getpid()})",
         )
         handle = await start(client, run, conflict=WorkflowIDConflictPolicy.TERMINATE_EXISTING)
         progress.say(PIPELINE, f"workflow {handle.id} on {server.address} ({request.label})")

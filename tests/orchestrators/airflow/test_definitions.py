@@ -148,3 +148,30 @@ def test_progress_names_each_task_as_a_unit():
     assert unit_of("ingest.flights") == ("ingest", "flights")
     assert unit_of("dbt.stg_flights_model_build") == ("dbt", "stg_flights")
     assert unit_of("dbt.raw_sources_test") == ("test", "raw_sources")
+
+
+def test_a_second_dev_run_waits_for_the_first_naming_it(capsys):
+    """Two ``quartet run airflow`` at once would share one SQLite metadata DB: the second waits
+    for the first (a file lock the kernel drops if the first is killed), and says for whom."""
+    import os
+    import threading
+
+    from orchestrators.airflow.run import one_dev_run_at_a_time
+
+    inside, leave, leaving = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with one_dev_run_at_a_time():
+            inside.set()
+            leave.wait(30)
+            leaving.set()  # the last thing before the lock is released
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    assert inside.wait(30)
+    threading.Timer(1.0, leave.set).start()
+    with one_dev_run_at_a_time():
+        assert leaving.is_set()  # entered only once the first was done
+    holder.join(30)
+    said = capsys.readouterr().out
+    assert f"waiting for the dev-mode run of PID {os.getpid()} to end" in said
