@@ -13,8 +13,26 @@ from pathlib import Path
 import pytest
 
 from core.net import free_port
+from orchestrators.temporal import exit_process
 from orchestrators.temporal.deploy import temporal_server as server_service
 from orchestrators.temporal.run import Server
+
+_SESSION = pytest.StashKey[pytest.Session]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    session.config.stash[_SESSION] = session
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the test process as the adapter's commands end (``exit_process``): the Temporal SDK's
+    Rust threads can abort CPython's teardown (exit -6) after every test has passed. By now the
+    session's fixtures are torn down (servers stopped) and the summary is printed."""
+    session = config.stash.get(_SESSION, None)
+    if session is not None:
+        exit_process(int(session.exitstatus))
 
 
 @pytest.fixture(scope="session")
