@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from core import settings
+from core.kit import signals
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -30,8 +29,8 @@ def _orchestrator_cmd(name: str, *args: str) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    return subprocess.call(
-        [str(python), "-m", f"orchestrators.{name}", *args], cwd=settings.REPO_ROOT
+    return signals.call(
+        [str(python), "-m", f"orchestrators.{name}", *args], cwd=settings.REPO_ROOT, what=name
     )
 
 
@@ -113,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"== quartet run {name}", flush=True)
         started = time.perf_counter()
         if name == "bare":
-            code = subprocess.call([sys.executable, "-m", "core", "run", *_run_flags(args)])
+            code = signals.call([sys.executable, "-m", "core", "run", *_run_flags(args)], what=name)
         else:
             code = _orchestrator_cmd(name, "run", *_run_flags(args))
         seconds = time.perf_counter() - started
@@ -333,10 +332,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     argv = sys.argv[1:] if argv is None else argv
@@ -346,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         return source_api_main(argv[1:])
     args = parser().parse_args(argv)
     # SIGTERM stops like Ctrl-C: every `with` unwinds, so the source API child stops too
-    signal.signal(signal.SIGTERM, _interrupt)
+    signals.stop_on_signals()
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -26,7 +26,6 @@ import argparse
 import importlib
 import json
 import os
-import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 
 from core.ingestion import ConfigError, load_config, parse_date, window
 from core.kit.service import ServiceError
+from core.kit.signals import stop_on_signals
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -124,10 +124,6 @@ def parser(name: str) -> argparse.ArgumentParser:
     return p
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def _module(package: str, name: str):
     return importlib.import_module(f"{package}.{name}")
 
@@ -162,10 +158,7 @@ def adapter_main(
     name = package.rsplit(".", 1)[-1]
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     args = parser(name).parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # stop like Ctrl-C: unwind, stop children
-    # SIGINT is Ctrl-C even when the launcher ignored it (a non-interactive shell does for
-    # background jobs, and Python then installs no handler): a UI must stop on it anywhere
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop_on_signals()  # Ctrl-C or SIGTERM: unwind once, stop children
     try:
         if args.verb == "run":
             request = validate(name, args.as_of, args.partition)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core import kit, lineage
+from core import kit, lineage, settings
 from core.dbt import NodeResult, failure_report
 from core.ingestion import ConfigError, load_config
 from core.kit.service import process_start_time
@@ -225,3 +225,71 @@ def test_wait_until_names_what_it_waited_for():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         assert kit.url_answers(f"http://127.0.0.1:{sock.getsockname()[1]}/") is False
+
+
+# -- stopping on Ctrl-C and SIGTERM -------------------------------------------------------------
+
+#: a server that takes two seconds to stop on SIGTERM (and says when its handler is in place)
+_SLOW_TO_STOP = (
+    "import signal, time; signal.signal(signal.SIGTERM, lambda *_: (time.sleep(2), exit(0)));"
+    " print('handler', 'set', flush=True); time.sleep(600)"
+)
+
+_CHILD = f"""
+import sys, time
+from pathlib import Path
+from core import kit
+from core.kit.signals import stop_on_signals
+
+stop_on_signals()
+log = Path(sys.argv[1])
+service = kit.Service(
+    "slow", [sys.executable, "-c", {_SLOW_TO_STOP!r}], log=log,
+    ready=lambda: "handler set" in log.read_text(),
+)
+try:
+    with service.running_context(timeout=30):
+        print("service", service.pid, flush=True)
+        time.sleep(600)
+except KeyboardInterrupt:
+    print("stopped what it started", flush=True)
+    sys.exit(130)
+"""
+
+_PARENT = """
+import sys
+from core.kit import signals
+
+signals.stop_on_signals()
+try:
+    sys.exit(signals.call([sys.executable, "-c", sys.argv[1], sys.argv[2]], what="the child"))
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("first", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_waits_for_the_child_to_stop_its_services(first, tmp_path):
+    """`quartet ui` used to SIGKILL the adapter 0.25 s into its cleanup, orphaning its servers."""
+    import signal
+    import subprocess
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT, _CHILD, str(tmp_path / "slow.log")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=settings.REPO_ROOT,
+        start_new_session=True,  # a group of its own, as a terminal gives a command
+    )
+    words = parent.stdout.readline().split()
+    assert words[:1] == ["service"], parent.communicate(timeout=60)
+    service_pid = int(words[1])
+    os.killpg(parent.pid, getattr(signal, first))  # what Ctrl-C (or `kill -TERM -PGID`) does
+    time.sleep(0.5)
+    os.killpg(parent.pid, signal.SIGTERM)  # a second signal during the cleanup changes nothing
+    out, err = parent.communicate(timeout=60)
+    assert parent.returncode == 130, err
+    assert "stopped what it started" in out
+    assert process_start_time(service_pid) is None  # stopped by its starter, not orphaned
+    assert "waiting for the child" in err and "Traceback" not in err
