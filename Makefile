@@ -76,8 +76,9 @@ $(UV):
 env-base: $(UV)
 	UV_PROJECT_ENVIRONMENT=.venvs/base $(UV) sync --frozen --quiet --group dev --group browser
 
+# (the browser group too: each orchestrator's deployed-mode test opens its UI in chromium)
 env-%: $(UV) FORCE
-	UV_PROJECT_ENVIRONMENT=.venvs/$* $(UV) sync --frozen --quiet --group dev --group $*
+	UV_PROJECT_ENVIRONMENT=.venvs/$* $(UV) sync --frozen --quiet --group dev --group browser --group $*
 
 envs: env-base $(addprefix env-,$(ORCHESTRATORS))
 
@@ -93,7 +94,7 @@ test-core: env-base
 	.venvs/base/bin/$(PYTEST) tests/core $(addprefix --ignore=,$(FAST_CORE))
 
 # Each orchestrator's tests run in its own environment; a folder without tests yet is skipped.
-test-%: env-% FORCE
+test-%: env-% browser FORCE
 	@if ls tests/orchestrators/$*/test_*.py >/dev/null 2>&1; then \
 		.venvs/$*/bin/$(PYTEST) tests/orchestrators/$* --ignore=tests/orchestrators/$*/test_definitions.py \
 			-m "not deployed_pending"; \

@@ -51,7 +51,7 @@ class Measurement:
     scale: int = 1
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
     found = []
     try:
         for task in os.listdir(f"/proc/{pid}/task"):
@@ -81,7 +81,7 @@ def tree_rss_kb(root: int) -> int:
             continue
         seen.add(pid)
         total += _rss_kb(pid)
-        stack += _children(pid)
+        stack += children(pid)
     return total
 
 
@@ -263,12 +263,12 @@ def bench_source_api(repeat: int, page_size: int | None = None) -> int:
                 f"flights, full year, {label.replace(' ', ' pages of ')}: {rows:,} records, "
                 f"median {median:.2f}s of {repeat} -> {rows / median:,.0f} records/s (parsed)"
             )
-        print(f"API peak RSS {peak / 1024:.0f} MB  load {_load()}")
+        print(f"API peak RSS {peak / 1024:.0f} MB  load {load_average()}")
     finally:
         proc.terminate()
         proc.wait()
-    results["load"] = _load()
-    _write(settings.state_dir() / "bench", "source-api", results)
+    results["load"] = load_average()
+    write_result(settings.state_dir() / "bench", "source-api", results)
     return 0
 
 
@@ -282,11 +282,11 @@ def _variants() -> dict[str, dict[str, str]]:
     return variants
 
 
-def _load() -> float:
+def load_average() -> float:
     return round(os.getloadavg()[0], 1)
 
 
-def _write(out_dir: Path, name: str, payload: dict) -> Path:
+def write_result(out_dir: Path, name: str, payload: dict) -> Path:
     stamp = time.strftime("%Y%m%dT%H%M%S")
     path = out_dir / f"bench-{name}-{stamp}.json"
     path.write_text(json.dumps(payload, indent=2))
@@ -315,14 +315,18 @@ def bench_reference(out_dir: Path, repeat: int) -> int:
         runs.append({"seconds": round(seconds, 2), "cpu_seconds": round(_reference_cpu_seconds, 2)})
         print(
             f"run {i + 1}/{repeat} DuckDB-native reference (CSV -> raw -> compiled dbt SQL, one "
-            f"process): {seconds:.1f}s  load {_load()}"
+            f"process): {seconds:.1f}s  load {load_average()}"
         )
     print(json.dumps(counts))
     summary = {
         "median_seconds": round(statistics.median(r["seconds"] for r in runs), 2),
         "median_cpu_seconds": round(statistics.median(r["cpu_seconds"] for r in runs), 2),
     }
-    _write(out_dir, "reference", {"summary": {"reference": summary}, "runs": runs, "load": _load()})
+    write_result(
+        out_dir,
+        "reference",
+        {"summary": {"reference": summary}, "runs": runs, "load": load_average()},
+    )
     return 0
 
 
@@ -355,7 +359,7 @@ def bench_scaling(out_dir: Path, scales: tuple[int, ...], repeat: int) -> int:
             results.append(m)
             print(
                 f"run {i + 1}/{repeat} scale {n:3d}: {m.seconds:7.1f}s wall  {m.cpu_seconds:7.1f}s "
-                f"CPU  peak tree RSS {m.peak_rss_mb:6.0f} MB  load {_load()}  "
+                f"CPU  peak tree RSS {m.peak_rss_mb:6.0f} MB  load {load_average()}  "
                 + ("ok" if m.exit_code == 0 else f"FAILED (exit {m.exit_code})"),
                 flush=True,
             )
@@ -368,14 +372,14 @@ def bench_scaling(out_dir: Path, scales: tuple[int, ...], repeat: int) -> int:
                 f"scale {n:3d}: {s['median_seconds']:7.1f}s ({s['median_seconds'] / base['median_seconds']:.2f}x "
                 f"scale {scales[0]}), CPU {s['median_cpu_seconds']:.1f}s, peak {s['median_peak_rss_mb']} MB"
             )
-    _write(
+    write_result(
         out_dir,
         "scaling",
         {
             "summary": summary,
             "stores": builds,
             "runs": [asdict(m) for m in results],
-            "load": _load(),
+            "load": load_average(),
         },
     )
     return 0 if all(m.exit_code == 0 for m in results) else 1
@@ -388,6 +392,7 @@ def main(
     scale: int = 1,
     as_of: str | None = None,
     charts: bool = True,
+    only: list[str] | None = None,
 ) -> int:
 
     out_dir = settings.state_dir() / "bench"
@@ -401,6 +406,11 @@ def main(
             return bench_scaling(out_dir, (1, 3, 10), repeat)
         if name == "charts":
             return 0
+        if name == "deployed":
+            from core.bench_deployed import bench_deployed
+
+            names = only or list(settings.ORCHESTRATORS)
+            return bench_deployed(names, out_dir, repeat=repeat, as_of=as_of)
         return bench_pipelines(name, out_dir, repeat=repeat, scale=scale, as_of=as_of)
     finally:
         if charts and name != "source-api":
@@ -447,7 +457,7 @@ def bench_pipelines(name: str, out_dir: Path, *, repeat: int, scale: int, as_of:
                 )
                 print(
                     f"run {i + 1}/{repeat} {each:12s} {m.seconds:7.1f}s  CPU {m.cpu_seconds:6.1f}s  "
-                    f"peak RSS {m.peak_rss_mb:7.0f} MB  load {_load():4.1f}  {status}",
+                    f"peak RSS {m.peak_rss_mb:7.0f} MB  load {load_average():4.1f}  {status}",
                     flush=True,
                 )
     summary = _summarise(results, names)
@@ -467,7 +477,7 @@ def bench_pipelines(name: str, out_dir: Path, *, repeat: int, scale: int, as_of:
             f"{s['median_cpu_seconds']:7.1f} {ratio('median_cpu_seconds'):7.2f} "
             f"{s['median_peak_rss_mb']:12d} {ratio('median_peak_rss_mb'):7.2f}"
         )
-    _write(
+    write_result(
         out_dir,
         name,
         {
@@ -475,7 +485,7 @@ def bench_pipelines(name: str, out_dir: Path, *, repeat: int, scale: int, as_of:
             "scale": scale,
             "variants": variants,
             "runs": [asdict(m) for m in results],
-            "load": _load(),
+            "load": load_average(),
         },
     )
     return 0 if all(m.exit_code == 0 for m in results) else 1
@@ -570,6 +580,53 @@ def render_charts(out_dir: Path, img_dir: Path | None = None) -> list[Path]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
+    # 3. the deployed topologies beside bare
+    deployed = _latest(out_dir, "deployed")
+    if deployed and deployed["deployed"]:
+        written.append(_deployed_chart(plt, deployed, img_dir / "bench-deployed.png"))
     for path in written:
         print(f"chart -> {path}")
     return written
+
+
+def _deployed_chart(plt, data: dict, path: Path) -> Path:
+    """Run time beside bare, and each topology's idle memory stacked by service."""
+    results = data["deployed"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    labels = ["bare", *(f"{n}\n--deployed" for n in results)]
+    wall = [data["bare"]["median_seconds"] or 0] + [
+        r.get("median_seconds") or 0 for r in results.values()
+    ]
+    ax1.bar(range(len(labels)), wall, color=["#8c8c8c"] + ["#4c72b0"] * len(results))
+    for i, w in enumerate(wall):
+        ax1.annotate(f"{w:.1f}", (i, w), ha="center", va="bottom", fontsize=7)
+    ax1.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax1.set_ylabel("seconds, submission to success (median)")
+    ax1.set_title(
+        "A run on the running services"
+        + (f" (as of {data['as_of']})" if data["as_of"] else " (full year)")
+    )
+    names = list(results)
+    bottoms = [0.0] * len(names)
+    services = sorted({s for r in results.values() for s in r.get("idle_rss_mb", {})})
+    colors = plt.get_cmap("tab20").colors
+    for k, service in enumerate(services):
+        values = [results[n].get("idle_rss_mb", {}).get(service, 0) for n in names]
+        ax2.bar(range(len(names)), values, bottom=bottoms, label=service, color=colors[k % 20])
+        bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
+    for i, n in enumerate(names):
+        ax2.annotate(
+            f"{bottoms[i]:.0f} MB, ready in {results[n]['up_seconds']:.0f}s",
+            (i, bottoms[i]),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
+    ax2.set_xticks(range(len(names)), names, fontsize=8)
+    ax2.set_ylabel("idle RSS by service, MB")
+    ax2.set_title("The topology at rest")
+    ax2.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

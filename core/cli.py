@@ -213,7 +213,9 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from core.bench import main as bench_main
 
-    return bench_main(args.name, repeat=args.repeat, scale=args.scale)
+    return bench_main(
+        args.name, repeat=args.repeat, scale=args.scale, as_of=args.as_of, only=args.only
+    )
 
 
 def cmd_reliability(args: argparse.Namespace) -> int:
@@ -303,10 +305,25 @@ def parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="full-year wall time and peak RSS beside bare")
     bench.add_argument(
         "name",
-        choices=[*settings.PIPELINE_NAMES, "all", "reference", "source-api", "scaling", "charts"],
+        choices=[
+            *settings.PIPELINE_NAMES,
+            "all",
+            "deployed",
+            "reference",
+            "source-api",
+            "scaling",
+            "charts",
+        ],
     )
     bench.add_argument("--repeat", type=int, default=3)
     bench.add_argument("--scale", type=int, default=1)
+    bench.add_argument("--as-of", help="the API clock (default: the whole configured range)")
+    bench.add_argument(
+        "--only",
+        action="append",
+        choices=settings.ORCHESTRATORS,
+        help="with deployed: this orchestrator (repeatable; default: all four)",
+    )
     bench.set_defaults(func=cmd_bench)
 
     rel = sub.add_parser(

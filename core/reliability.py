@@ -75,6 +75,10 @@ class Case:
     own_recovery: bool = False
     #: the tables a failure must leave unchanged (default: all of them)
     kept: Callable[[str], bool] = lambda table: True
+    #: the next good run's clock (default: January, the snapshot's). A case whose failed run
+    #: may keep part of a later month (an orchestrator's units commit on their own) is followed
+    #: by the same command against a healthy source, which must equal bare as of that day
+    recover_as_of: str | None = None
 
 
 @dataclass
@@ -407,9 +411,9 @@ CASES: dict[str, Case] = {
         Case("wrong-token", "wrong API token", "token", _wrong_token),
         Case("unreachable-api", "source API unreachable", "127.0.0.1:9", _unreachable),
         Case("malformed-wrong-type", "malformed record: wrong type", "arr_delay", _malformed("wrong_type"),
-             kept=_flights_and_marts),
+             kept=_flights_and_marts, recover_as_of=FEBRUARY),
         Case("malformed-missing-key", "malformed record: missing key", "id", _malformed("missing_key"),
-             kept=_flights_and_marts),
+             kept=_flights_and_marts, recover_as_of=FEBRUARY),
         Case("malformed-bad-value", "malformed record: bad value (a dbt test fails; marts kept, raw kept)", "origin", _healthy,
              runner=_bad_value),
         Case("faults-forever", "API answers HTTP 500, never heals", "500", _faults_forever),
@@ -588,17 +592,19 @@ class Matrix:
     def saved(self) -> Path:
         return self.ctx.home.with_name(self.ctx.home.name + ".good-january")
 
-    def good_run(self) -> tuple[bool, str]:
-        """A January run that must equal bare's; the first one's home is kept as the snapshot
-        every case starts from (so a case that goes wrong cannot spoil the next one)."""
+    def good_run(self, as_of: str = JANUARY) -> tuple[bool, str]:
+        """A run that must equal bare's as of the same day; the first January one's home is
+        kept as the snapshot every case starts from (so a case that goes wrong cannot spoil the
+        next one)."""
         code, seconds, output = run_command(
-            quartet_argv(self.ctx.name, ["--as-of", JANUARY]), self.env
+            quartet_argv(self.ctx.name, ["--as-of", as_of]), self.env
         )
         self.good_seconds = self.good_seconds or seconds
         if code != 0:
             return False, output[-2000:]
-        differences = diff(self.bare_january, fingerprint(self.ctx.warehouse))
-        if not differences and not self.saved.exists():
+        reference = self.bare_january if as_of == JANUARY else self.bare_as_of(as_of)
+        differences = diff(reference, fingerprint(self.ctx.warehouse))
+        if not differences and as_of == JANUARY and not self.saved.exists():
             shutil.copytree(self.ctx.home, self.saved, symlinks=True)
         return not differences, "" if not differences else f"differs from bare: {differences[:3]}"
 
@@ -658,15 +664,15 @@ class Matrix:
             outcome.ok = code not in (0, None) and named and outcome.unchanged
         else:
             outcome.ok = code == 0 and not diff(self.bare_january, fingerprint(self.ctx.warehouse))
-        return self.recover(outcome, recover or case.crash)
+        return self.recover(outcome, recover or case.crash, case.recover_as_of or JANUARY)
 
-    def recover(self, outcome: Outcome, recover: bool) -> Outcome:
+    def recover(self, outcome: Outcome, recover: bool, as_of: str = JANUARY) -> Outcome:
         """The next good run (must give bare's fingerprint), then the token scan of the home."""
         if not recover:
             outcome.token_hits = token_hits(self.ctx.home, self.ctx.token)
             outcome.ok = outcome.ok and not outcome.token_hits
             return outcome
-        recovered, why = self.good_run()
+        recovered, why = self.good_run(as_of)
         outcome.recovered = recovered
         if not recovered:
             outcome.ok = False
@@ -703,9 +709,10 @@ def render(outcomes: list[Outcome], names: list[str]) -> str:
         "command (`quartet run NAME`) in a home of its own. A cell is ✓ when:",
         "",
         "- bad input or a fault no retry fixes: a non-zero exit, a message naming the culprit, the",
-        "  warehouse fingerprint unchanged (for a malformed flight record: raw.flights and every",
-        "  mart unchanged, since an orchestrator's units that ran beside the failing one keep their",
-        "  loads: ADR 0017);",
+        "  warehouse fingerprint unchanged. For a malformed flight record: raw.flights and every",
+        "  mart unchanged, and the next good run is the same command (as of February) against a",
+        "  healthy source, equal to bare as of February: an orchestrator's units that ran beside",
+        "  the failing one keep their loads (ADR 0017);",
         "- kill -9 of the whole process tree (of a run rebuilding a deleted warehouse, so that it",
         "  really loads): no process left behind;",
         "- always: the next good run succeeds with bare's fingerprint (nothing is wedged) and the",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,26 +16,14 @@ import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from core import settings
 from core.net import free_port
+from tests.browser import NODES, chromium_page, goto_when_served, missing_texts, screenshot
 from tests.conftest import JANUARY
 from tests.helpers import STOP_BOUND
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-#: nodes that must be visible on every orchestrator's page (ingestion and dbt alike)
-NODES = ("flights", "weather", "stg_flights", "fct_flights", "carrier_month_performance")
 
 
 @dataclass
@@ -60,25 +47,10 @@ def _airflow(page, match: re.Match) -> None:
     page.goto(f"{url}/dags/quartet_pipeline/tasks")  # every task of the DAG, ingestion and dbt
 
 
-def _goto_when_served(page, url: str, timeout: float = 300) -> None:
-    """Some UIs announce their address before their server answers: retry until it does."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            page.goto(url)
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(2)
-
-
 def _dagster(page, match: re.Match) -> None:
     # the asset graph upstream of a mart: raw (dlt) -> staging -> intermediate -> marts (dbt)
     url = match.group(1).rstrip("/")
-    _goto_when_served(
+    goto_when_served(
         page,
         f"{url}/assets/marts/carrier_month_performance?view=lineage&lineageScope=upstream&lineageDepth=10",
     )
@@ -176,26 +148,9 @@ def running_ui(request, source_api, quartet_home) -> Iterator[Callable[[str], re
 
 @pytest.mark.parametrize("name", sorted(UIS))
 def test_ui_shows_the_pipeline_in_a_real_browser(name, running_ui, tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "chromium is not installed: `make browser` installs it"
     match = running_ui(name)
-    shots = Path(os.environ.get("QUARTET_SCREENSHOTS", tmp_path))
-    shots.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            UIS[name].open_page(page, match)
-            missing = []
-            for node in NODES:
-                try:
-                    page.get_by_text(node, exact=False).first.wait_for(
-                        state="attached", timeout=60_000
-                    )
-                except Exception:
-                    missing.append(node)
-            page.screenshot(path=str(shots / f"ui-{name}.png"), full_page=False)
-            assert missing == [], f"{name} UI at {page.url} does not show {missing}"
-        finally:
-            browser.close()
+    with chromium_page() as page:
+        UIS[name].open_page(page, match)
+        missing = missing_texts(page, NODES)
+        screenshot(page, f"ui-{name}", tmp_path)
+        assert missing == [], f"{name} UI at {page.url} does not show {missing}"

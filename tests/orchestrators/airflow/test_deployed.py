@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,12 +16,14 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
 
 from core import settings
 from orchestrators.airflow import NAME, PIPELINE_DAG, TRANSFORM_DAG
+from tests.browser import NODES, chromium_page, missing_texts, screenshot
 from tests.helpers import (
     JANUARY,
     assert_same_as_bare,
@@ -95,6 +98,57 @@ def test_up_is_idempotent_and_status_names_every_service(deployed):
     }
     listed = airflow("status")
     assert listed.returncode == 0 and listed.stdout.count("healthy") == len(before)
+
+
+def rest_triggered_run(deployed, api) -> dict:
+    """The newest successful run triggered through the REST API (a manual run: ``quartet run
+    airflow --deployed`` posts one too), else one triggered and followed to its end now: no
+    dependency on which tests ran before."""
+    done = api.get(
+        f"/api/v2/dags/{PIPELINE_DAG}/dagRuns"
+        "?run_type=manual&state=success&order_by=-start_date&limit=1"
+    )["dag_runs"]
+    if done:
+        return done[0]
+    api.call("PATCH", f"/api/v2/dags/{PIPELINE_DAG}", {"is_paused": False})
+    run_id = api.call(
+        "POST",
+        f"/api/v2/dags/{PIPELINE_DAG}/dagRuns",
+        {"logical_date": None, "conf": {"as_of": JANUARY}},
+    )["dag_run_id"]
+    return deployed.follow(api, run_id)
+
+
+def run_graph(page, deployed, run_id: str):
+    """Log into the api-server's UI as the simple auth manager's admin, open the run's page and
+    show the DAG's graph with every task group expanded; returns the graph's nodes."""
+    from orchestrators.airflow import environment
+
+    ui = f"http://127.0.0.1:{deployed.ports().api}"
+    page.goto(f"{ui}/dags/{PIPELINE_DAG}")
+    page.get_by_text("Sign into Airflow").wait_for(timeout=60_000)
+    page.get_by_label("Username").fill(environment.USER)
+    page.get_by_label("Password").fill(environment.password(deployed.home()))
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(rf".*/dags/{PIPELINE_DAG}.*"), timeout=60_000)
+    page.goto(f"{ui}/dags/{PIPELINE_DAG}/runs/{urllib.parse.quote(run_id, safe='')}")
+    # a fresh browser opens a DAG on its grid; the graph is the other view of the same panel
+    page.get_by_role("button", name="Show Graph").click(timeout=60_000)
+    # the ingest and dbt task groups start collapsed: one node each, not their tasks
+    page.get_by_test_id("expand-all-button").click(timeout=60_000)
+    return page.locator(".react-flow__nodes")
+
+
+def test_the_ui_shows_the_rest_triggered_run_on_the_dag_graph(deployed, api, tmp_path):
+    """The api-server's own UI in a real browser, logged in: the page of the run triggered
+    through the REST API names it, and its graph has the ingestion and dbt tasks as nodes."""
+    run = rest_triggered_run(deployed, api)
+    assert (run["state"], run["run_type"]) == ("success", "manual")
+    with chromium_page() as page:
+        graph = run_graph(page, deployed, run["dag_run_id"])
+        missing = missing_texts(graph, NODES) + missing_texts(page, [run["dag_run_id"]])
+        screenshot(page, "ui-airflow-deployed", tmp_path)
+    assert missing == [], f"the Airflow UI at {page.url} does not show {missing}"
 
 
 def running_task(api, task_id: str, timeout: float = 1200) -> dict:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from core import settings
+from tests.browser import NODES, chromium_page, goto_when_served, missing_texts, screenshot
 from tests.helpers import JANUARY, assert_same_as_bare, expected, fresh_warehouse, quartet
 
 SENSOR_SECONDS = 2
@@ -206,6 +207,59 @@ def test_a_backfill_of_months_is_a_dagster_backfill(deployed):
     covered = {t["value"] for r in runs for t in r["tags"] if t["key"] in months}
     assert covered == {"2013-01", "2013-02"}
     assert all(r["status"] == "SUCCESS" for r in runs)
+
+
+RUNS_QUERY = """
+query($filter: RunsFilter) {
+  runsOrError(filter: $filter) { ... on Runs { results { runId tags { key value } } } }
+}"""
+#: tags of the runs Dagster's daemon starts by itself; a run without them came through the API
+DAEMON_TAGS = {
+    "dagster/sensor_name",
+    "dagster/schedule_name",
+    "dagster/backfill",
+    "dagster/parent_run_id",  # a retry
+}
+
+
+def _succeeded_api_run(deploy, state: dict, instance) -> str:
+    """The newest successful run submitted through the GraphQL API (`quartet run dagster
+    --deployed` in the GraphQL test), else one submitted now: no dependency on test order."""
+    succeeded = {"pipelineName": deploy.JOB, "statuses": ["SUCCESS"]}
+    runs = deploy.graphql(state, RUNS_QUERY, {"filter": succeeded})["runsOrError"]["results"]
+    for run in runs:  # newest first
+        if not DAEMON_TAGS & {tag["key"] for tag in run["tags"]}:
+            return run["runId"]
+    run_id = deploy.submit_run(state, JANUARY)
+    return deploy.follow(state, instance, run_id, say=lambda _: None, timeout=1500).run_id
+
+
+def test_the_webserver_shows_a_run_submitted_through_the_api_in_a_browser(deployed, tmp_path):
+    from playwright.sync_api import expect
+
+    deploy, state, instance, _ = deployed
+    run_id = _succeeded_api_run(deploy, state, instance)
+    shown = {"timeout": 60_000}  # the page renders as its GraphQL queries answer
+    with chromium_page() as page:
+        # as for a user who dismissed it once: Dagster's community dialog would cover the page
+        page.add_init_script("window.localStorage.setItem('communityNux', '\"1\"')")
+        goto_when_served(page, f"{deploy.web_url(state)}/runs/{run_id}")
+        # the run page names the run by its short id; its title carries the status Dagster
+        # reports once the run is loaded (an unknown id leaves it at "Runs | <short id>")
+        expect(page).to_have_title(f"Runs | {deploy.JOB} | {run_id[:8]} [SUCCESS]", **shown)
+        expect(page.get_by_text(run_id[:8], exact=True).first).to_be_visible(**shown)
+        expect(page.get_by_text("Success", exact=True).first).to_be_visible(**shown)
+        # every step succeeded, as the run's event log (the steps' sidebar) reports: one
+        # ingestion op per resource and the dbt build
+        steps = len(expected().resources) + 1
+        expect(page.get_by_text(f"Succeeded ({steps})", exact=True)).to_be_visible(**shown)
+        screenshot(page, "ui-dagster-deployed", tmp_path)
+        # the header folds the run's assets into "<n> assets"; its "View list" lists them all
+        page.get_by_text(re.compile(r"^\d+ assets$")).first.hover()
+        page.get_by_role("button", name="View list").click()
+        assets = page.get_by_role("dialog").filter(has_text="Assets in run")
+        missing = missing_texts(assets, NODES)
+        assert missing == [], f"run {run_id} at {page.url} does not list {missing}"
 
 
 def test_down_stops_every_service_and_frees_every_port(deployed):

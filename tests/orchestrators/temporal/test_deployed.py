@@ -20,13 +20,17 @@ from pathlib import Path
 import pytest
 from temporal_helpers import activity_runs
 from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
 from core import settings
 from orchestrators.temporal import deploy
 from orchestrators.temporal.starter import SCHEDULE_ID, WATCHER_ID, connect, start, workflow_input
+from tests.browser import chromium_page, screenshot
 from tests.helpers import JANUARY, assert_same_as_bare, expected, fresh_warehouse, quartet
 
 HEARTBEAT_SECONDS = 15  # the SDK sends heartbeats at 80% of it: room for a loaded machine
+UI_WAIT_MS = 60_000  # how long the browser test waits for the UI to show something: a bound
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +131,52 @@ def test_deployed_run_is_submitted_followed_and_equals_bare(
     state = deployed["home"] / ".quartet/temporal"
     for path in [*state.glob("deployed/temporal.db*"), *state.glob("logs/*.log")]:
         assert source_api.token.encode() not in path.read_bytes(), path
+
+
+def test_deployed_ui_shows_the_client_started_workflow_on_its_timeline(deployed, tmp_path) -> None:
+    """The server's own UI, in a real browser, on the Timeline tab of the workflow the client
+    started: its id, Completed, and one completed activity per unit of the canonical graph."""
+    from playwright.sync_api import expect
+
+    workflow = workflow_input_id()
+
+    async def described():
+        client = await connect(deploy.address())
+        try:
+            return await client.get_workflow_handle(workflow).describe()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            return None
+
+    if asyncio.run(described()) is None:  # selected alone: the client's run has not happened yet
+        run = quartet("run", "temporal", "--deployed", "--as-of", JANUARY, timeout=600)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    execution = asyncio.run(described())
+    assert execution.status == WorkflowExecutionStatus.COMPLETED
+    ui = deploy.topology().service("server").url
+    # tall enough for the header and every row of the timeline in one screenshot
+    with chromium_page(height=1400) as page:
+        page.goto(f"{ui}/namespaces/default/workflows/{workflow}/{execution.run_id}/timeline")
+        try:  # the screenshot shows what the UI showed, passed or not
+            heading = page.get_by_test_id("workflow-id-heading")  # its copy button has a title
+            expect(heading.get_by_text(workflow, exact=True)).to_be_visible(timeout=UI_WAIT_MS)
+            status = page.get_by_test_id("execution-status")
+            expect(status).to_have_text("Completed", timeout=UI_WAIT_MS)
+            timeline = page.get_by_role("img", name=f"Workflow {workflow}: Completed")
+            expect(timeline).to_be_attached(timeout=UI_WAIT_MS)
+            # a row per activity: "Event <type>: <state>", labelled "<type> • <its summary>"
+            rows = page.get_by_role(
+                "button", name=re.compile(r"^Event (ingest_resource|build_model): Completed$")
+            )
+            expect(rows).to_have_count(expected().units, timeout=UI_WAIT_MS)
+            labels = rows.all_inner_texts()
+        finally:
+            screenshot(page, "ui-temporal-deployed", tmp_path)
+    shown = {
+        m.group(1) for m in map(re.compile(r"• (?:ingest|dbt build) (\w+)").search, labels) if m
+    }
+    assert shown == {*expected().resources, *expected().models}, labels
 
 
 def workflow_input_id() -> str:
