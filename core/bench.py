@@ -622,10 +622,12 @@ def _deployed_chart(plt, data: dict, path: Path) -> Path:
             va="bottom",
             fontsize=7,
         )
+    ax2.set_ylim(top=max(bottoms) * 1.25)  # room for the labels and the legend
+    ax1.set_ylim(top=max(wall) * 1.1)
     ax2.set_xticks(range(len(names)), names, fontsize=8)
     ax2.set_ylabel("idle RSS by service, MB")
     ax2.set_title("The topology at rest")
-    ax2.legend(fontsize=6, ncol=2)
+    ax2.legend(fontsize=6, ncol=4, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
