@@ -77,9 +77,7 @@ def _services(name: str, env: dict) -> dict[str, int]:
     return {service: s["pid"] for service, s in status.items() if s.get("running")}
 
 
-def _unit_start_latency(
-    name: str, lines: list[tuple[float, str]], submitted: float
-) -> float | None:
+def first_unit_latency(name: str, lines: list[tuple[float, str]], submitted: float) -> float | None:
     """Seconds from submission to the first unit's start, as the follower printed it."""
     pattern = re.compile(rf"^\[{name}\] (?:ingest|dbt)\s+\S+\s+([\d.]+)s")
     for seen, line in lines:
@@ -127,7 +125,7 @@ def run_deployed(name: str, env: dict, as_of: str | None, log_path: Path, servic
         "exit_code": os.waitstatus_to_exitcode(status),
         "cpu_seconds": round(_trees_cpu(roots) - cpu_before + usage.ru_utime + usage.ru_stime, 1),
         "peak_rss_mb": round(peak / 1024),
-        "first_unit_latency_seconds": _unit_start_latency(name, lines, submitted),
+        "first_unit_latency_seconds": first_unit_latency(name, lines, submitted),
     }
 
 

@@ -293,3 +293,18 @@ def test_a_stop_signal_waits_for_the_child_to_stop_its_services(first, tmp_path)
     assert "stopped what it started" in out
     assert process_start_time(service_pid) is None  # stopped by its starter, not orphaned
     assert "waiting for the child" in err and "Traceback" not in err
+
+
+def test_bench_deployed_times_the_first_unit_from_the_followers_own_lines():
+    """`quartet bench deployed` reads when the first unit started from the progress line the
+    follower prints as the unit ends: the line's time minus the unit's own seconds."""
+    from core.bench_deployed import first_unit_latency
+    from core.kit import progress
+
+    lines = [
+        (101.0, "[temporal] submitted workflow quartet-full"),
+        (117.5, progress.unit_line("temporal", "ingest", "flights", 12.5, "+27,692 rows")),
+        (130.0, progress.unit_line("temporal", "dbt", "stg_flights", 2.0)),
+    ]
+    assert first_unit_latency("temporal", lines, submitted=100.0) == 5.0
+    assert first_unit_latency("dagster", lines, submitted=100.0) is None
