@@ -26,10 +26,9 @@ run: env-base env-dagster
 # another, it kept 0.67 of the 2 cores busy on average, so two lanes share the machine instead
 # of queueing for it (ADR 0018 has the figures). Each tier has its own QUARTET_HOME, PostgreSQL
 # server and free ports, so the lanes do not meet; every line says which lane printed it.
-# Lane a measured 49 min and lane b 40 (ADR 0018) before the browser tests (5.5 min) moved
-# from lane a's parity half to lane b's.
-LANE_A := test-core test-temporal test-prefect test-parity-rest
-LANE_B := test-dagster test-airflow test-parity-runs
+# Balanced on the last measured tier times (ADR 0018): about 47 minutes each.
+LANE_A := test-core test-dagster test-prefect test-parity-rest
+LANE_B := test-temporal test-airflow test-parity-runs
 test: envs postgres browser lint test-fast
 	@$(MAKE) --no-print-directory -j2 lane-a lane-b
 	@$(MAKE) --no-print-directory leftovers
