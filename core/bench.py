@@ -73,16 +73,19 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-def tree_rss_kb(root: int) -> int:
-    total, stack, seen = 0, [root], set()
+def tree(root: int) -> list[int]:
+    """``root`` and every process below it, as /proc shows them now."""
+    found, stack = [], [root]
     while stack:
         pid = stack.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        total += _rss_kb(pid)
-        stack += children(pid)
-    return total
+        if pid not in found:
+            found.append(pid)
+            stack += children(pid)
+    return found
+
+
+def tree_rss_kb(root: int) -> int:
+    return sum(_rss_kb(pid) for pid in tree(root))
 
 
 def measure(

@@ -32,20 +32,10 @@ import time
 from pathlib import Path
 
 from core import settings
-from core.bench import children, command, load_average, measure, reset, tree_rss_kb, write_result
+from core.bench import command, load_average, measure, reset, tree, tree_rss_kb, write_result
 
 IDLE_SETTLE_SECONDS = 15
 _TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _tree(root: int) -> list[int]:
-    found, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        if pid not in found:
-            found.append(pid)
-            stack += children(pid)
-    return found
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -58,7 +48,7 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _trees_cpu(roots: list[int]) -> float:
-    return sum(_cpu_seconds(pid) for root in roots for pid in _tree(root))
+    return sum(_cpu_seconds(pid) for root in roots for pid in tree(root))
 
 
 def _quartet(*args: str, env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
