@@ -1,6 +1,7 @@
 """Deployed mode: ``quartet up prefect`` (server on PostgreSQL, a process work pool and its
-worker), runs submitted through the deployments, a flow-run process killed mid-load, the worker
-killed and restarted. The topology is started once for the module and stopped at its end.
+worker), runs submitted through the deployments and seen in the server's UI in a real browser, a
+flow-run process killed mid-load, the worker killed and restarted. The topology is started once
+for the module and stopped at its end.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 
 from core import settings
 from orchestrators.prefect import NAME
+from tests.browser import NODES, chromium_page, missing_texts, screenshot
 from tests.helpers import (
     JANUARY,
     assert_same_as_bare,
@@ -111,6 +113,109 @@ def test_up_registers_everything_on_postgres(deployed, postgres_server) -> None:
         assert deployment.work_pool_name == deployed.POOL
         assert deployment.job_variables["working_dir"] == str(settings.REPO_ROOT)
     assert len(automations) == 1
+
+
+def subflow_runs(run_id) -> list:
+    """The flow runs started inside ``run_id``, in the order they ran."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id])
+            ),
+            sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+            limit=10,
+        )
+
+
+def graph_label(run) -> str:
+    """How the run graph labels a subflow run's node: ``<flow> / <flow run>``."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return f"{client.read_flow(run.flow_id).name} / {run.name}"
+
+
+def open_flow_run(page, url: str, run_id, tab: str) -> dict[str, str]:
+    """Open a flow run's page in the UI on ``tab``, its graph above the tabs; return the graph's
+    nodes (label -> state) as the page fetched them to draw them, {} if it never did.
+
+    The UI draws the graph only once the run has left Scheduled/Pending, and asks first when the
+    run has over 2000 task runs; ours are final and far smaller, so it draws straight away. It
+    draws on a canvas (pixi.js): node labels are pixels, not DOM text, so the nodes are read from
+    the ``graph-v2`` response the graph itself requested.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        with page.expect_response(
+            lambda r: f"/flow_runs/{run_id}/graph-v2" in r.url and r.ok, timeout=120_000
+        ) as graph:
+            page.goto(f"{url}/runs/flow-run/{run_id}")
+        page.locator(".flow-run-graph .run-graph__stage canvas").wait_for(timeout=60_000)
+    except PlaywrightTimeout:
+        return {}
+    page.locator(".p-tab").get_by_text(tab, exact=True).click()
+    return {node["label"]: node["state_type"] for _id, node in graph.value.json()["nodes"]}
+
+
+def test_ui_shows_the_submitted_flow_run_on_its_graph(deployed, tmp_path) -> None:
+    """A flow run submitted through the ``full`` deployment, opened in a real browser (Debian's
+    chromium, headless, Playwright) on the page ``quartet run prefect --deployed`` links to: the
+    deployed server's UI shows it Completed, from its deployment, its graph drawn with its two
+    subflows; each subflow's page draws a task run per dlt resource or per dbt model."""
+    from prefect.deployments import run_deployment
+
+    submitted = run_deployment(
+        "quartet-pipeline/full", parameters={"as_of": JANUARY}, timeout=0, as_subflow=False
+    )
+    run = wait_final(submitted.id)
+    assert run.state.is_completed(), run.state.message
+    ingestion, transformation = subflow_runs(run.id)
+    ui = deployed.api_url().removesuffix("/api")
+    shown: dict[str, list] = {}
+
+    with chromium_page() as page:
+        # the run: its header (state, flow, deployment) and its graph, whose nodes are the subflows
+        graph = open_flow_run(page, ui, run.id, "Subflow Runs")
+        heading = page.locator(".page-heading-flow-run")
+        shown["heading"] = missing_texts(
+            heading, [run.name, "Completed", "quartet-pipeline", "Deployment"]
+        )
+        shown["deployment"] = missing_texts(heading.get_by_role("link"), ["full"])
+        shown["subflow list"] = missing_texts(page, [ingestion.name, transformation.name])
+        page.wait_for_timeout(2000)  # the canvas draws after the data arrives: for the picture
+        screenshot(page, "ui-prefect-deployed", tmp_path)
+        assert graph == {
+            graph_label(ingestion): "COMPLETED",
+            graph_label(transformation): "COMPLETED",
+        }, f"the graph at {page.url} draws {graph}"
+
+        # each subflow's graph: a node per task run; its Task Runs tab lists them by name
+        tasks = {}
+        for subflow, names in (
+            (ingestion, [f"ingest {resource}" for resource in expected().resources]),
+            (transformation, [f"model {model}" for model in expected().models]),
+        ):
+            nodes = open_flow_run(page, ui, subflow.id, "Task Runs")
+            tasks.update({name: nodes.get(name) for name in names})
+            listed = page.locator(".flow-run-task-runs")
+            search = listed.get_by_placeholder("Search by run name")
+            for name in names:
+                if any(name.endswith(f" {node}") for node in NODES):
+                    # the list loads as it scrolls: search for the task run, as a user would
+                    search.fill(name)
+                    shown.setdefault("task-run list", []).extend(missing_texts(listed, [name]))
+
+    assert {name: state for name, state in tasks.items() if state != "COMPLETED"} == {}, (
+        "task-run nodes missing (None) or not Completed in the subflows' graphs"
+    )
+    assert {where: texts for where, texts in shown.items() if texts} == {}, (
+        f"the UI at {ui} does not show these of flow run {run.name} ({run.id})"
+    )
 
 
 @pytest.mark.deployed_pending
