@@ -50,10 +50,11 @@ def _use_warehouse(args: argparse.Namespace) -> int:
     becomes QUARTET_WAREHOUSE_URL for this run; 0 when fine."""
     from core import postgres
 
-    if args.name != "bare":
+    if getattr(args, "deployed", False):
+        # Deployed services read their settings when `quartet up` starts them, not per run.
         print(
-            f"quartet run {args.name}: --warehouse is supported by bare only for now "
-            "(the adapters keep warehouse/<name>.duckdb)",
+            f"quartet run {args.name}: --warehouse is for dev-mode runs; deployed services "
+            "keep the warehouse they were started with",
             file=sys.stderr,
         )
         return EXIT_USAGE
