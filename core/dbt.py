@@ -81,6 +81,7 @@ def _invoke(args: list[str], callbacks: list[Callable] | None = None):
     from dbt.cli.main import dbtRunner  # dbt import costs ~4 s: only when dbt runs
 
     os.environ.setdefault(settings.WAREHOUSE_ENV, str(settings.warehouse_dir() / "_parse.duckdb"))
+    settings.export_duckdb_memory_limit()  # the same profile for parse and build: partial parsing
     return dbtRunner(callbacks=callbacks or []).invoke(args)
 
 

@@ -25,6 +25,10 @@ ENV_OVERRIDES = {
 }
 
 
+#: what DuckDB's memory_limit accepts: a size or a percentage of RAM
+MEMORY_RE = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B|%)$")
+
+
 class ConfigError(ValueError):
     """A wrong setting in core/ingestion.toml, an environment variable or a command-line flag."""
 
@@ -65,6 +69,7 @@ class IngestionConfig:
     extract_workers: int
     normalize_workers: int
     loader_file_format: str
+    duckdb_memory_limit: str
     max_attempts: int
     backoff_factor: float
     max_retry_delay: float
@@ -165,6 +170,7 @@ def load_config(path: Path | None = None) -> IngestionConfig:
         extract_workers=get("performance", "extract_workers", int),
         normalize_workers=get("performance", "normalize_workers", int),
         loader_file_format=get("performance", "loader_file_format", str),
+        duckdb_memory_limit=get("performance", "duckdb_memory_limit", str),
         max_attempts=get("retries", "max_attempts", int),
         backoff_factor=get("retries", "backoff_factor", float),
         max_retry_delay=get("retries", "max_retry_delay", float),
@@ -193,6 +199,11 @@ def load_config(path: Path | None = None) -> IngestionConfig:
         )
     if not 1 <= config.page_size <= 50_000:
         raise ConfigError(f"ingestion config {path}: [performance] page_size must be 1..50000")
+    if not MEMORY_RE.match(config.duckdb_memory_limit):
+        raise ConfigError(
+            f"ingestion config {path}: [performance] duckdb_memory_limit must be a size such as "
+            f"'500MB' or '2GB', or a share of RAM such as '50%'; got {config.duckdb_memory_limit!r}"
+        )
     return config
 
 

@@ -73,10 +73,16 @@ def dlt_pipeline(pipeline: settings.PipelineSettings, unit: str | None = None) -
             destination=dlt.destinations.postgres(credentials=pipeline.warehouse_url),
             dataset_name=settings.RAW_SCHEMA,
         )
+    from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
+
+    # DuckDB's buffer pool otherwise grows to 80% of RAM while loading a big year
+    memory = {"memory_limit": load_config().duckdb_memory_limit}
     return dlt.pipeline(
         pipeline_name=pipeline.pipeline_name,
         pipelines_dir=str(pipeline.pipelines_dir),
-        destination=dlt.destinations.duckdb(str(pipeline.warehouse)),
+        destination=dlt.destinations.duckdb(
+            DuckDbCredentials(str(pipeline.warehouse), global_config=memory)
+        ),
         dataset_name=settings.RAW_SCHEMA,
     )
 

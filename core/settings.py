@@ -13,6 +13,7 @@ hands that absolute path to dlt and exports it as ``QUARTET_WAREHOUSE``, the var
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ SOURCE_API_TOKEN_ENV = "SOURCE_API_TOKEN"
 ALERT_WEBHOOK_ENV = "ALERT_WEBHOOK_URL"
 #: a PostgreSQL warehouse (postgresql://user:pass@host:port/db) instead of warehouse/<name>.duckdb
 WAREHOUSE_URL_ENV = "QUARTET_WAREHOUSE_URL"
+#: DuckDB's memory limit for dbt's profile ([performance] duckdb_memory_limit), set by for_pipeline
+DUCKDB_MEMORY_ENV = "QUARTET_DUCKDB_MEMORY_LIMIT"
 #: dbt target chosen by transform/profiles.yml (duckdb or postgres), set by :func:`for_pipeline`
 DBT_TARGET_ENV = "QUARTET_DBT_TARGET"
 
@@ -132,7 +135,17 @@ def for_pipeline(name: str, *, export: bool = True) -> PipelineSettings:
     if export:
         os.environ[WAREHOUSE_ENV] = str(warehouse)
         export_dbt_target(settings.warehouse_url)
+        export_duckdb_memory_limit()
     return settings
+
+
+def export_duckdb_memory_limit() -> None:
+    """QUARTET_DUCKDB_MEMORY_LIMIT for dbt's profile, from [performance] duckdb_memory_limit."""
+    from core.ingestion import ConfigError, load_config  # here: core.ingestion imports settings
+
+    # a bad configuration is reported by the run itself, by name, before dbt runs
+    with contextlib.suppress(ConfigError):
+        os.environ[DUCKDB_MEMORY_ENV] = load_config().duckdb_memory_limit
 
 
 def manifest_path() -> Path:

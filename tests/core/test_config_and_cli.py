@@ -55,6 +55,13 @@ def test_bad_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"page_size must be int.*'big'") as err:
         load_config(broken)
     assert str(broken) in str(err.value)
+    broken.write_text(
+        settings.INGESTION_CONFIG.read_text().replace(
+            'duckdb_memory_limit = "500MB"', 'duckdb_memory_limit = "plenty"'
+        )
+    )
+    with pytest.raises(ConfigError, match=r"duckdb_memory_limit must be a size.*'plenty'"):
+        load_config(broken)
     broken.write_text("[source\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(broken)
