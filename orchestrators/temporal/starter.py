@@ -62,7 +62,10 @@ async def connect(address: str, timeout: float = 60.0) -> Client:
 
 
 def run_policy() -> RunPolicy:
-    """The configured policy numbers, as the workflows take them (in their input)."""
+    """The configured policy numbers, as the workflows take them (in their input), and whether
+    the configured warehouse admits parallel ingestion (QUARTET_WAREHOUSE_URL: PostgreSQL)."""
+    from core.warehouse import allows_parallel_writers
+
     p = kit.policy()
     return RunPolicy(
         unit_retries=p.unit_retries,
@@ -71,6 +74,7 @@ def run_policy() -> RunPolicy:
         max_retry_delay_seconds=p.max_retry_delay_seconds,
         heartbeat_seconds=p.heartbeat_seconds,
         source_poll_seconds=p.source_poll_seconds,
+        parallel_ingestion=allows_parallel_writers(),
     )
 
 

@@ -3,9 +3,11 @@
 Two pollers in one process, sharing one thread pool for the synchronous activities:
 
 * TASK_QUEUE: the workflows and the light activities (plan, source status, alert);
-* WAREHOUSE_TASK_QUEUE: ingestion and dbt, ``max_concurrent_activities=1``: one warehouse slot
-  per worker. Across several workers the warehouse's writer lock (a file lock the kernel drops
-  when its holder dies) admits one writer at a time; a waiting activity heartbeats while it waits.
+* WAREHOUSE_TASK_QUEUE: ingestion and dbt, with :func:`warehouse_slots` as
+  ``max_concurrent_activities``. On DuckDB one slot per worker; across several workers the
+  warehouse's writer lock (a file lock the kernel drops when its holder dies) admits one writer
+  at a time, and a waiting activity heartbeats while it waits. On PostgreSQL one slot per
+  ingestion unit, so that the units a workflow starts at once also run at once.
 
 The source API's URL and token are this process's configuration (SOURCE_API_URL /
 SOURCE_API_TOKEN, or a local API started here): they never travel through Temporal. The
@@ -34,10 +36,24 @@ from orchestrators.temporal.workflows import (
 )
 
 
+def warehouse_slots() -> int:
+    """The warehouse queue's activity slots: one per ingestion unit (configured resource) where
+    the configured warehouse admits parallel writers (core.warehouse), else one."""
+    from core.ingestion import load_config
+    from core.warehouse import allows_parallel_writers
+
+    return len(load_config().resources) if allows_parallel_writers() else 1
+
+
+#: threads for the light activities (plan, source status, alert) beside the warehouse slots
+LIGHT_THREADS = 3
+
+
 @contextlib.asynccontextmanager
 async def workers(client: Client, activities: PipelineActivities) -> AsyncIterator[None]:
     """Both Workers of one worker process, polling until the block ends."""
-    with ThreadPoolExecutor(max_workers=4) as executor:
+    slots = warehouse_slots()
+    with ThreadPoolExecutor(max_workers=slots + LIGHT_THREADS) as executor:
         async with (
             Worker(
                 client,
@@ -55,7 +71,7 @@ async def workers(client: Client, activities: PipelineActivities) -> AsyncIterat
                 task_queue=WAREHOUSE_TASK_QUEUE,
                 activities=[activities.ingest_resource, activities.build_model],
                 activity_executor=executor,
-                max_concurrent_activities=1,
+                max_concurrent_activities=slots,
             ),
         ):
             yield
@@ -70,6 +86,7 @@ def warm_imports() -> None:
     no attribute 'types'`` on every later dbt build of the worker).
     """
     import dbt.adapters.duckdb
+    import dbt.adapters.postgres
     import dbt.cli.main
     import dbt.contracts.results
     import dbt.task.build  # noqa: F401

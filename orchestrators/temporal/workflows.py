@@ -53,6 +53,9 @@ class RunPolicy:
     max_retry_delay_seconds: float = 30.0
     heartbeat_seconds: float = 30.0
     source_poll_seconds: float = 60.0
+    #: may the ingestion units write at once? The starter asks core.warehouse (PostgreSQL yes,
+    #: DuckDB no); decided there, not here, so that a replay takes the same path
+    parallel_ingestion: bool = False
     #: the task queue of the warehouse units (tests route them to mocked activities)
     warehouse_queue: str = WAREHOUSE_TASK_QUEUE
 
@@ -176,7 +179,8 @@ class PipelineWorkflow:
         return result
 
     async def _ingest(self, plan: Plan, request: PipelineInput) -> list[IngestOutput]:
-        """All resources are scheduled at once; the warehouse's writer lock admits one at a time."""
+        """One activity per resource: all started at once where the warehouse admits several
+        writers (the workers' warehouse slots run them together), else one after another."""
 
         async def ingest(resource: str) -> IngestOutput:
             unit = self._units[resource]
@@ -195,7 +199,9 @@ class PipelineWorkflow:
             unit.detail = f"{_rows(output.new_rows, new=True)} ({output.rows_fetched:,} fetched)"
             return output
 
-        return list(await asyncio.gather(*(ingest(r) for r in plan.resources)))
+        if request.policy.parallel_ingestion:
+            return list(await asyncio.gather(*(ingest(r) for r in plan.resources)))
+        return [await ingest(r) for r in plan.resources]
 
     async def _transform(self, plan: Plan, policy: RunPolicy) -> list[BuildModelOutput]:
         """One activity per model (with its tests), in DAG order; a failure blocks its downstream."""

@@ -8,6 +8,8 @@ configuration file of the test) so that a lost worker is noticed in seconds.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import itertools
 import json
 import os
 import re
@@ -20,21 +22,44 @@ from pathlib import Path
 import pytest
 from temporal_helpers import activity_runs
 from temporalio.api.enums.v1 import PendingActivityState
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import (
+    ScheduleActionExecutionStartWorkflow,
+    ScheduleBackfill,
+    ScheduleOverlapPolicy,
+    WorkflowExecutionStatus,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from core import settings
+from core.fingerprint import diff, fingerprint
+from core.source_api import set_clock
 from orchestrators.temporal import deploy
-from orchestrators.temporal.starter import SCHEDULE_ID, WATCHER_ID, connect, start, workflow_input
+from orchestrators.temporal.starter import (
+    SCHEDULE_ID,
+    WATCHER_ID,
+    connect,
+    run_policy,
+    start,
+    workflow_input,
+)
+from orchestrators.temporal.workflows import BackfillInput, PipelineWorkflow
 from tests.browser import chromium_page, screenshot
-from tests.helpers import JANUARY, assert_same_as_bare, expected, fresh_warehouse, quartet
+from tests.helpers import (
+    JANUARY,
+    assert_same_as_bare,
+    expected,
+    fresh_warehouse,
+    quartet,
+    table_rows,
+)
 
 HEARTBEAT_SECONDS = 15  # the SDK sends heartbeats at 80% of it: room for a loaded machine
+POLL_SECONDS = 2  # the source watcher's poll interval in this module's configuration
 UI_WAIT_MS = 60_000  # how long the browser test waits for the UI to show something: a bound
 
 
 @pytest.fixture(scope="module")
-def deployed(quartet_home: Path, source_api, tmp_path_factory) -> Iterator[dict]:
+def deployed(quartet_home: Path, source_api, bare_january, tmp_path_factory) -> Iterator[dict]:
     """``quartet up temporal`` in a home of its own; ``quartet down temporal`` at the end."""
     from core import dbt
 
@@ -43,11 +68,17 @@ def deployed(quartet_home: Path, source_api, tmp_path_factory) -> Iterator[dict]
     shutil.copytree(prepared, home / ".quartet" / prepared.name)
     config = home / "ingestion.toml"
     text = settings.INGESTION_CONFIG.read_text()
-    config.write_text(
-        re.sub(r"(?m)^heartbeat_seconds = .*$", f"heartbeat_seconds = {HEARTBEAT_SECONDS}", text)
-    )
-    saved = {k: os.environ.get(k) for k in ("QUARTET_HOME", "QUARTET_INGESTION_CONFIG")}
+    text = re.sub(r"(?m)^heartbeat_seconds = .*$", f"heartbeat_seconds = {HEARTBEAT_SECONDS}", text)
+    # the watcher `up` starts polls often enough for a test to see it fire
+    text = re.sub(r"(?m)^source_poll_seconds = .*$", f"source_poll_seconds = {POLL_SECONDS}", text)
+    config.write_text(text)
+    saved = {
+        k: os.environ.get(k)
+        for k in ("QUARTET_HOME", "QUARTET_INGESTION_CONFIG", settings.SOURCE_API_URL_ENV)
+    }
     os.environ.update(QUARTET_HOME=str(home), QUARTET_INGESTION_CONFIG=str(config))
+    # the deployment starts a source API of its own: the clock tests move it, not the session's
+    os.environ[settings.SOURCE_API_URL_ENV] = ""
     started = time.monotonic()
     up = quartet("up", "temporal", timeout=300)
     try:
@@ -125,6 +156,8 @@ def test_deployed_run_is_submitted_followed_and_equals_bare(
         if r["type"] in ("ingest_resource", "build_model")
     )
     assert len({identity for *_, identity in writes}) == len(deploy.WORKERS)
+    for (_, closed, _), (started, _, _) in itertools.pairwise(writes):
+        assert closed <= started, "two warehouse activities of one run wrote at once on DuckDB"
     busy = sum((closed - started).total_seconds() for started, closed, _ in writes)
     span = (writes[-1][1] - writes[0][0]).total_seconds()
     print(f"warehouse activities: {busy:.1f}s of slot time in {span:.1f}s of wall time")
@@ -267,3 +300,88 @@ def test_server_stopped_and_restarted_mid_run_resumes_from_its_history(
     runs = asyncio.run(finished())
     assert [r["type"] for r in runs].count("ingest_resource") == len(expected().resources)
     assert_same_as_bare(warehouse(), bare_january)
+
+
+def deployed_api() -> tuple[str, str]:
+    """The URL and token of the source API `up` started (the topology's ``source-api``)."""
+    token = os.environ.get(settings.SOURCE_API_TOKEN_ENV) or settings.DEV_API_TOKEN
+    return f"http://127.0.0.1:{deploy.endpoints()['api_port']}", token
+
+
+async def polled_since(client, instant) -> None:
+    """Return once the watcher has polled the source after ``instant`` (its own history)."""
+    watcher = client.get_workflow_handle(WATCHER_ID)
+    while not any(
+        r["type"] == "source_status" and r["started"] > instant and "closed" in r
+        for r in await activity_runs(watcher)
+    ):
+        await asyncio.sleep(POLL_SECONDS / 2)
+
+
+async def result_of(client, workflow: str, timeout: float = 900):
+    """The result of ``workflow`` once the server has started it and it has ended."""
+    handle = client.get_workflow_handle_for(PipelineWorkflow.run, workflow)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await handle.result()
+        except RPCError as exc:  # not started yet
+            if exc.status != RPCStatusCode.NOT_FOUND or (
+                asyncio.get_running_loop().time() > deadline
+            ):
+                raise
+            await asyncio.sleep(1)
+
+
+def test_backfill_then_the_watcher_and_the_schedule_fire_inside_the_services(
+    deployed, bare_january
+) -> None:
+    """A month backfilled through the client equals bare; then, with no CLI call, the watcher
+    `up` started runs when the source's clock moves, and the Schedule `up` put on the server
+    fires (a Schedule backfill of its last cron time): a run with nothing new changes nothing."""
+    fresh_warehouse("temporal")
+    url, token = deployed_api()
+    february_first = "2013-02-01"
+
+    async def main():
+        client = await connect(deploy.address())
+        set_clock(url, token, JANUARY)  # published: January; the watcher takes it as its baseline
+        rewound = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)  # history's times
+        backfill = await start(client, BackfillInput(["2013-01"], JANUARY, policy=run_policy()))
+        months = await backfill.result()
+        month_print = fingerprint(warehouse())
+        await polled_since(client, rewound)
+        set_clock(url, token, february_first)  # new data: what the watcher is waiting for
+        watched = await result_of(client, f"{WATCHER_ID}/as-of-{february_first}")
+        before = fingerprint(warehouse())
+        # the Schedule's most recent cron time, backfilled: the server starts its action
+        schedule = client.get_schedule_handle(SCHEDULE_ID)
+        described = await schedule.describe()
+        fired = len(described.info.recent_actions)
+        now = datetime.datetime.now(datetime.UTC)
+        month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        await schedule.backfill(
+            ScheduleBackfill(
+                month_start - datetime.timedelta(minutes=1),
+                month_start + datetime.timedelta(minutes=1),
+                overlap=ScheduleOverlapPolicy.ALLOW_ALL,
+            )
+        )
+        while len((described := await schedule.describe()).info.recent_actions) == fired:
+            await asyncio.sleep(0.5)
+        action = described.info.recent_actions[-1].action
+        assert isinstance(action, ScheduleActionExecutionStartWorkflow)
+        scheduled = await result_of(client, action.workflow_id)
+        return months, month_print, watched, before, scheduled
+
+    try:
+        months, month_print, watched, before, scheduled = asyncio.run(main())
+    finally:
+        set_clock(url, token, "2013-12-31")  # as `up` started it
+    assert [m.partition for m in months] == ["2013-01"]  # a child workflow per month
+    assert diff(bare_january, month_print) == []
+    assert watched.ingested and any(i.new_rows > 0 for i in watched.ingested)
+    ((last_day,),) = table_rows(warehouse(), "select max(flight_date) from marts.fct_flights")
+    assert str(last_day) == february_first
+    assert [i.new_rows for i in scheduled.ingested] == [0] * len(expected().resources)
+    assert diff(before, fingerprint(warehouse())) == []
