@@ -7,14 +7,15 @@
 * dbt models: ``@dbt_assets`` (dagster-dbt) over the prepared manifest, grouped by layer; dbt
   tests are asset checks (source tests included) and ``dbt build`` skips what is downstream of
   a failing one.
-* Every op that writes claims the ``quartet_warehouse`` pool (limit 1) and core's writer lock.
+* Every op that writes claims the ``quartet_warehouse`` pool and core's writer lock on the
+  configured warehouse: on DuckDB the pool's limit is 1 and the lock a file lock; on PostgreSQL
+  the pool admits every ingestion unit at once and the lock is a no-op.
 * Only transient failures are retried (a dropped connection, a 5xx that outlived dlt's HTTP
   retries, a busy warehouse); a refused token, a malformed record or a failing dbt test fail the
   step at once (``Failure(allow_retries=False)``).
 """
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -23,7 +24,6 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtC
 from dagster_dbt import dbt_assets as dbt_assets_decorator
 from dagster_dlt import DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
-from dagster_duckdb import DuckDBResource
 
 from core import dbt as dbt_project
 from core import settings
@@ -148,14 +148,13 @@ DBT_TRANSLATOR = DbtLayers(
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=WAREHOUSE_POOL,
 )
-def dbt_models(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: DuckDBResource
-) -> Iterator[Any]:
+def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
     # models and tests in DAG order: a failing test skips (blocks) what is downstream of it;
     # incremental models pick up whatever months the raw layer has gained since the last build
     target = PIPELINE.dbt_target_dir
     dbt_project.seed_partial_parse(target)  # start from the prepared parse, not from scratch
-    with writer_lock(Path(warehouse.database), purpose="dagster dbt build"):
+    # the configured warehouse (a DuckDB file or a PostgreSQL URL), as dbt's profile targets it
+    with writer_lock(PIPELINE.location, purpose="dagster dbt build"):
         # raise_on_error=False only to re-raise below with the failing tests named
         invocation = dbt.cli(["build"], context=context, target_path=target, raise_on_error=False)
         yield from invocation.stream()

@@ -78,7 +78,7 @@ concurrency:
   runs:
     max_concurrent_runs: 4
   pools:
-    default_limit: {WAREHOUSE_POOL_LIMIT}  # {WAREHOUSE_POOL}: one writer at a time on DuckDB
+    default_limit: {WAREHOUSE_POOL_LIMIT}  # {WAREHOUSE_POOL}: 1 on DuckDB, every unit on PostgreSQL
 run_monitoring:
   enabled: true
   start_timeout_seconds: {round(POLICY.healthy_timeout_seconds)}

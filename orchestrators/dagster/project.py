@@ -14,16 +14,20 @@ import dagster as dg
 
 from core import kit, settings
 from core.ingestion import RunWindow, load_config, window
+from core.warehouse import allows_parallel_writers
 
 NAME = "dagster"
 PIPELINE = settings.for_pipeline(NAME)  # also exports QUARTET_WAREHOUSE for dbt's profiles.yml
 CONFIG = load_config()
 POLICY = kit.policy()
 
-#: the one concurrency pool every warehouse writer (dlt and dbt ops) claims; limit 1: DuckDB
-#: admits one writer at a time
+#: the one concurrency pool every warehouse writer (dlt and dbt ops) claims
 WAREHOUSE_POOL = "quartet_warehouse"
-WAREHOUSE_POOL_LIMIT = 1
+#: whether the configured warehouse admits several writers at once (PostgreSQL: yes, DuckDB: no)
+PARALLEL_WRITERS = allows_parallel_writers(PIPELINE.location)
+#: the pool's limit: every ingestion unit at once where the engine allows it (the dbt op depends
+#: on all of them, so it never competes with them), else one writer at a time (a DuckDB file)
+WAREHOUSE_POOL_LIMIT = len(CONFIG.resources) if PARALLEL_WRITERS else 1
 
 
 def _next_month(partition: str) -> str:
@@ -41,17 +45,23 @@ MONTHLY = dg.MonthlyPartitionsDefinition(
 
 
 def dagster_home() -> Path:
-    """The dev-mode DAGSTER_HOME (SQLite storage), with its instance config written on first use."""
+    """The dev-mode DAGSTER_HOME (SQLite storage) with its instance config for this warehouse.
+
+    The config is rewritten when the warehouse's engine changed since the last run: the pool's
+    limit follows it (Dagster moves a pool that uses the default limit to the new one).
+    """
     home = kit.home(NAME)
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(
-            "# Written by orchestrators/dagster/project.py (generated state, gitignored)\n"
-            "telemetry:\n  enabled: false\n"
-            "concurrency:\n"
-            "  pools:\n"
-            f"    default_limit: {WAREHOUSE_POOL_LIMIT}  # one writer at a time on DuckDB\n"
-        )
+    why = "every ingestion unit at once" if PARALLEL_WRITERS else "one writer at a time on DuckDB"
+    text = (
+        "# Written by orchestrators/dagster/project.py (generated state, gitignored)\n"
+        "telemetry:\n  enabled: false\n"
+        "concurrency:\n"
+        "  pools:\n"
+        f"    default_limit: {WAREHOUSE_POOL_LIMIT}  # {why}\n"
+    )
+    if not config.exists() or config.read_text() != text:
+        config.write_text(text)
     return home
 
 

@@ -6,7 +6,10 @@ covers the whole range (a single-run backfill, like bare's full load); each ``--
 run of that month, in the order given.
 
 The terminal gets one line per unit (an ingestion resource, a dbt model with its tests); Dagster's
-own event log goes to ``.quartet/dagster/logs/run.log``. Before running, runs that a killed
+own event log goes to ``.quartet/dagster/logs/run.log``. On a warehouse that admits parallel
+writers (PostgreSQL) the job's executor runs each step in a process of its own
+(``definitions.py``), so the run goes through ``execute_job`` and its progress is read from the
+run's event log. Before running, runs that a killed
 process left STARTED are marked failed and their pool slots freed: otherwise the next run would
 wait forever for the warehouse pool's only slot.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -25,10 +29,18 @@ import dagster as dg
 from core import kit, settings
 from core.kit import RunFailed, RunRequest, progress
 from core.kit.service import process_start_time
-from orchestrators.dagster.project import MONTHLY, NAME, WAREHOUSE_POOL, use_dagster_home
+from orchestrators.dagster.project import (
+    MONTHLY,
+    NAME,
+    PARALLEL_WRITERS,
+    WAREHOUSE_POOL,
+    use_dagster_home,
+)
 
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 PID_TAG, PID_START_TAG = "quartet/pid", "quartet/pid_started_at"
+#: a tag naming one ``execute`` call: how its run is found when Dagster chooses the run id
+INVOCATION_TAG = "quartet/invocation"
 CHATTY_LOGGERS = ("dagster", "dlt", "dbt", "dagster_dbt", "dagster_dlt")
 #: Dagster's console logger shows warnings and errors only; every event goes to the log file
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -197,22 +209,83 @@ def execute(
         PID_TAG: str(os.getpid()),
         PID_START_TAG: str(process_start_time(os.getpid())),
     }
-    run_id = str(uuid.uuid4())
+    run_config = {**as_of_config(as_of), **QUIET_CONSOLE}
     with dg.DagsterInstance.get() as instance:
         release_dead_runs(instance, say or (lambda _: None))
-        instance.add_event_listener(run_id, log_event)
+        listeners = [log_event]
         if say is not None:
-            instance.add_event_listener(run_id, Progress(checks_per_asset(job), say))
-        result = job.execute_in_process(
-            instance=instance,
-            run_id=run_id,
-            tags=tags,
-            run_config={**as_of_config(as_of), **QUIET_CONSOLE},
-            raise_on_error=False,  # a failure is reported and alerted below
-        )
+            listeners.append(Progress(checks_per_asset(job), say))
+        if PARALLEL_WRITERS:
+            result = execute_in_step_processes(
+                instance, job_name, run_config=run_config, tags=tags, listeners=listeners
+            )
+        else:
+            run_id = str(uuid.uuid4())
+            for listener in listeners:
+                instance.add_event_listener(run_id, listener)
+            result = job.execute_in_process(
+                instance=instance,
+                run_id=run_id,
+                tags=tags,
+                run_config=run_config,
+                raise_on_error=False,  # a failure is reported and alerted below
+            )
         if not result.success:
             alert(instance, result.run_id)
     return result
+
+
+def execute_in_step_processes(
+    instance: dg.DagsterInstance,
+    job_name: str,
+    *,
+    run_config: dict,
+    tags: dict[str, str],
+    listeners: list[Callable],
+):
+    """One run of ``job_name`` with the job's multiprocess executor (``execute_job``).
+
+    Each step writes its events from its own process, so this instance's event listeners never
+    hear them: a thread follows the run's event log and hands every entry to ``listeners``.
+    """
+    invocation = str(uuid.uuid4())
+    finished = threading.Event()
+
+    def follow() -> None:
+        run_id, cursor = None, None
+        while True:
+            last_look = finished.is_set()  # read once more after the run ended, then stop
+            if run_id is None:
+                found = instance.get_run_ids(dg.RunsFilter(tags={INVOCATION_TAG: invocation}))
+                run_id = found[0] if found else None
+            if run_id is not None:
+                records = instance.get_records_for_run(run_id, cursor=cursor, limit=1000)
+                for record in records.records:
+                    for listener in listeners:
+                        listener(record.event_log_entry)
+                cursor = records.cursor
+                if records.has_more:
+                    continue
+            if last_look:
+                return
+            finished.wait(0.5)
+
+    follower = threading.Thread(target=follow, name="dagster-event-log", daemon=True)
+    follower.start()
+    try:
+        return dg.execute_job(
+            # rebuilt by name in every step process (definitions.job)
+            dg.build_reconstructable_job(
+                "orchestrators.dagster.definitions", "job", reconstructable_args=(job_name,)
+            ),
+            instance=instance,
+            run_config=run_config,
+            tags={**tags, INVOCATION_TAG: invocation},
+            raise_on_error=False,  # a failure is reported and alerted by the caller
+        )
+    finally:
+        finished.set()
+        follower.join()
 
 
 def log_event(entry) -> None:
@@ -274,4 +347,11 @@ def run(request: RunRequest) -> None:
                     f"Dagster's log: {log}"
                 )
             say(f"run {result.run_id} ({label}) succeeded; Dagster's log: {log}")
-    say(f"warehouse: {settings.for_pipeline(NAME).warehouse}")
+    say(f"warehouse: {_shown(settings.for_pipeline(NAME).location)}")
+
+
+def _shown(location) -> str:
+    """The warehouse as a person may see it: the file, or the URL with its password masked."""
+    from core.postgres import mask
+
+    return mask(location) if isinstance(location, str) else str(location)

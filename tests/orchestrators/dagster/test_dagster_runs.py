@@ -6,6 +6,7 @@ is the parity suite's.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,34 +38,77 @@ def _materialized(result) -> set[str]:
     }
 
 
-def test_a_full_run_equals_bare_and_a_rerun_changes_nothing(
-    dagster_project, instance, bare_january, source_api
+def _step_spans(instance, run_id: str, prefix: str) -> dict[str, tuple[float, float]]:
+    """Start and end of each step named ``prefix...``, as the run's event log records them."""
+    starts, ends = {}, {}
+    for record in instance.get_records_for_run(run_id).records:
+        entry = record.event_log_entry
+        event = entry.dagster_event
+        if event is None or not (event.step_key or "").startswith(prefix):
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            starts[event.step_key] = entry.timestamp
+        elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
+            ends[event.step_key] = entry.timestamp
+    return {step: (starts[step], ends[step]) for step in starts if step in ends}
+
+
+def test_january_on_postgres_equals_bare_with_the_ingestion_units_at_once(
+    dagster_project, instance, postgres_server, bare_january, source_api
 ):
-    run, _, _ = dagster_project
-    warehouse = fresh_warehouse("dagster")
-    result = run.execute(as_of=JANUARY)
-    assert result.success, run.failure_summary(result.all_events)
-    # every raw table and every dbt model materialized, each dbt test evaluated as a check
+    """`quartet run dagster --warehouse <PostgreSQL>`: the warehouse pool admits every ingestion
+    unit and the multiprocess executor runs them at once; January equals bare's DuckDB January
+    and a rerun changes nothing. (January on DuckDB is the parity tier's.)"""
+    from core import postgres
+
+    url = postgres.database_url("pgtest_dagster")
+    env = {"SOURCE_API_URL": source_api.url, "SOURCE_API_TOKEN": source_api.token}
+    january = ("run", "dagster", "--warehouse", url, "--as-of", JANUARY, "--partition", "2013-01")
+    done = quartet(*january, env=env, timeout=1500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_id = re.search(r"run (\S+) \(partition 2013-01\) succeeded", done.stdout).group(1)
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS
+
+    # Dagster's event log: every raw table and dbt model materialized, each dbt test passed
+    events = [r.event_log_entry.dagster_event for r in instance.get_records_for_run(run_id).records]
+    events = [event for event in events if event is not None]
     want = expected()
-    assert {f"raw/{r}" for r in want.resources} <= _materialized(result)
+    materialized = {
+        tuple(event.asset_key.path)
+        for event in events
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
+    }
+    assert {("raw", r) for r in want.resources} <= materialized
+    assert set(want.models) <= {path[-1] for path in materialized}
     checks = [
-        event.asset_check_evaluation_data
-        for event in result.all_events
+        event.event_specific_data
+        for event in events
         if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
     ]
     assert checks and all(check.passed for check in checks)
-    assert_same_as_bare(warehouse, bare_january)
+
+    # the ingestion units overlapped: some two of them ran at the same time
+    spans = _step_spans(instance, run_id, "ingest_")
+    assert set(spans) == {f"ingest_{r}" for r in want.resources}
+    overlapping = [
+        (a, b)
+        for a, (a_start, a_end) in spans.items()
+        for b, (b_start, b_end) in spans.items()
+        if a < b and a_start < b_end and b_start < a_end
+    ]
+    assert overlapping, f"the ingestion steps ran one after another: {spans}"
+    assert_same_as_bare(url, bare_january)
 
     # the token never reaches the event log or the run's config
-    stored = instance.get_run_by_id(result.run_id)
-    logged = "\n".join(str(entry) for entry in instance.all_logs(result.run_id))
+    stored = instance.get_run_by_id(run_id)
+    logged = "\n".join(str(entry) for entry in instance.all_logs(run_id))
     assert source_api.token not in logged
     assert source_api.token not in str(stored.run_config)
 
-    first = fingerprint(warehouse)
-    rerun = run.execute(as_of=JANUARY)
-    assert rerun.success, run.failure_summary(rerun.all_events)
-    assert diff(first, fingerprint(warehouse)) == []
+    first = fingerprint(url)
+    rerun = quartet(*january, env=env, timeout=1500)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert diff(first, fingerprint(url)) == []
 
 
 def test_quartet_run_with_a_partition_loads_that_month_and_prints_a_line_per_unit(

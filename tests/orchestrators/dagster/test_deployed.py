@@ -262,6 +262,65 @@ def test_the_webserver_shows_a_run_submitted_through_the_api_in_a_browser(deploy
         assert missing == [], f"run {run_id} at {page.url} does not list {missing}"
 
 
+RUN_STATUSES_QUERY = """{ runsOrError { ... on Runs { results { runId status } } } }"""
+#: the services `quartet up dagster` must bring back; the source API is not Dagster's
+DAGSTER_SERVICES = ("code-server", "webserver", "daemon")
+
+
+def _run_statuses(deploy, state: dict) -> dict[str, str]:
+    answer = deploy.graphql(state, RUN_STATUSES_QUERY)["runsOrError"]["results"]
+    return {run["runId"]: run["status"] for run in answer}
+
+
+def test_services_killed_and_restarted_lose_no_runs_and_no_warehouse_data(deployed):
+    """Checklist item 5: kill -9 of the code server, the webserver and the daemon; `quartet up
+    dagster` starts them again; every run Dagster had is still there with its status, the
+    warehouse is unchanged, and the restarted services run a new run to success."""
+    import dagster as dg
+
+    from core.fingerprint import diff, fingerprint
+
+    deploy, state, instance, _ = deployed
+    finished = _succeeded_api_run(deploy, state, instance)  # an earlier test's run, if any
+    runs_before = _run_statuses(deploy, state)
+    assert runs_before[finished] == "SUCCESS"
+    warehouse = settings.for_pipeline("dagster", export=False).warehouse
+    warehouse_before = fingerprint(warehouse)
+    services = deploy.status()
+    killed = {name: services[name]["pid"] for name in DAGSTER_SERVICES}
+    started = time.monotonic()
+    for pid in killed.values():
+        os.killpg(pid, signal.SIGKILL)  # the service and whatever it started: nothing shuts down
+    deadline = time.monotonic() + 60  # SIGKILL is delivered asynchronously
+    while any(deploy.status()[name]["running"] for name in DAGSTER_SERVICES):
+        assert time.monotonic() < deadline, f"still running after kill -9: {deploy.status()}"
+        time.sleep(0.2)
+
+    done = quartet("up", "dagster", timeout=900)
+    restart_seconds = time.monotonic() - started
+    assert done.returncode == 0, done.stdout + done.stderr
+    services = deploy.status()
+    assert all(s["ready"] for s in services.values()), services
+    assert all(services[name]["pid"] != pid for name, pid in killed.items())
+
+    # Dagster's history (PostgreSQL) survived: every run, with the status it had
+    runs_after = _run_statuses(deploy, state)
+    assert {run: runs_after.get(run) for run in runs_before} == runs_before
+    assert diff(warehouse_before, fingerprint(warehouse)) == []
+
+    # the restarted daemon dequeues a new run, the restarted code server runs it to success
+    submitted = time.monotonic()
+    run_id = deploy.submit_run(state, JANUARY)
+    final = deploy.follow(state, instance, run_id, say=lambda _: None, timeout=1500)
+    run_seconds = time.monotonic() - submitted
+    assert (final.run_id, final.status) == (run_id, dg.DagsterRunStatus.SUCCESS)
+    assert _run_statuses(deploy, state)[run_id] == "SUCCESS"
+    print(
+        f"\nkill -9 of {', '.join(killed)} to healthy again: {restart_seconds:.1f}s; "
+        f"a new January run after it: {run_seconds:.1f}s"
+    )
+
+
 def test_down_stops_every_service_and_frees_every_port(deployed):
     import socket
 
