@@ -17,7 +17,8 @@ TRANSFORM_DAG = "quartet_transform"  # dbt only
 MARTS_DAG = "quartet_marts_published"  # scheduled on the mart Assets (data-aware scheduling)
 WATCH_DAG = "quartet_source_watch"  # event trigger: the source API has new data
 
-#: the pool of one slot every warehouse writer runs in (DuckDB allows one writer)
+#: the pool every warehouse writer runs in: one slot on DuckDB (one writer at a time), one per
+#: ingestion unit where the warehouse admits parallel writers (environment.writer_pool)
 WAREHOUSE_POOL = "quartet_warehouse"
 #: the Airflow connection holding the source API's URL and token (its password)
 SOURCE_API_CONN = "quartet_source_api"

@@ -171,16 +171,17 @@ def api() -> Api:
 
 
 def prepare(client: Api) -> None:
-    """The one-slot writer pool, and the DAGs parsed (the dag-processor's first pass)."""
+    """The writer pool sized for the warehouse, and the DAGs parsed (the dag-processor's first
+    pass)."""
+    pool = {**environment.writer_pool(), "include_deferred": False}
     try:
-        client.call(
-            "POST",
-            "/api/v2/pools",
-            {"name": WAREHOUSE_POOL, "slots": 1, "include_deferred": False},
-        )
+        client.call("POST", "/api/v2/pools", pool)
     except urllib.error.HTTPError as exc:
-        if exc.code != 409:  # already there
+        if exc.code != 409:
             raise
+        # already there, maybe sized for the warehouse an earlier `up` was started with (a
+        # pool's PATCH body is validated as a whole pool: every field, not only the changed)
+        client.call("PATCH", f"/api/v2/pools/{WAREHOUSE_POOL}", pool)
     kit.wait_until(
         lambda: client.get(f"/api/v2/dags/{PIPELINE_DAG}")["dag_id"] == PIPELINE_DAG,
         what=f"DAG {PIPELINE_DAG} parsed by the dag-processor (log: {home() / 'logs'})",
@@ -361,4 +362,6 @@ def submit(request: RunRequest) -> None:
                 f"task logs: {url}/{urllib.request.quote(run_id, safe='')}"
             )
         progress.say(NAME, f"run {run_id} succeeded in {time.monotonic() - started:.1f}s")
-    progress.say(NAME, f"done -> {settings.for_pipeline(NAME, export=False).warehouse}")
+    from orchestrators.airflow.run import shown
+
+    progress.say(NAME, f"done -> {shown(settings.for_pipeline(NAME, export=False).location)}")

@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import kit, settings
+from core import kit, settings, warehouse
 from core.kit import Service
 from orchestrators.airflow import DAGS_FOLDER, NAME, SOURCE_API_CONN, WAREHOUSE_POOL
 
@@ -67,6 +67,11 @@ def airflow_env(home: Path, sql_alchemy_conn: str) -> dict[str, str]:
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__COSMOS__CACHE_DIR": str(home / "cosmos"),
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+        # dlt's Airflow secrets provider (on by default inside Airflow) looks every dlt setting
+        # up as an Airflow Variable: in Airflow 3 one execution-API round trip per field, 22-32 s
+        # of each deployed ingestion task (ADR 0014). Quartet keeps no dlt settings in Variables:
+        # the API's URL and token come from the quartet_source_api connection.
+        "PROVIDERS__ENABLE_AIRFLOW_SECRETS": "false",
         **settings.QUIET_ENV,
     }
 
@@ -123,8 +128,22 @@ def migrate(env: dict[str, str], home: Path) -> None:
     stamp.write_text(wanted)
 
 
+def writer_pool() -> dict:
+    """The ``quartet_warehouse`` pool for the configured warehouse: one slot per ingestion unit
+    where it admits parallel writers (PostgreSQL), else one (DuckDB takes one writer)."""
+    from core.ingestion import load_config
+
+    if warehouse.allows_parallel_writers(settings.for_pipeline(NAME, export=False).location):
+        slots = len(load_config().resources)
+        description = "one slot per ingestion unit: the warehouse admits parallel writers"
+    else:
+        slots, description = 1, "one writer at a time on the DuckDB warehouse"
+    return {"name": WAREHOUSE_POOL, "slots": slots, "description": description}
+
+
 def migrate_dev() -> Path:
-    """The dev-mode metadata DB migrated, with the one-slot writer pool; returns the home."""
+    """The dev-mode metadata DB migrated, with the writer pool sized for the configured
+    warehouse (:func:`writer_pool`); returns the home."""
     from core.dbt import prepare_manifest
 
     home = configure()
@@ -132,11 +151,9 @@ def migrate_dev() -> Path:
     migrate({}, home)
     from airflow.models.pool import Pool
 
+    pool = writer_pool()
     Pool.create_or_update_pool(
-        WAREHOUSE_POOL,
-        slots=1,
-        description="one writer at a time on the DuckDB warehouse",
-        include_deferred=False,
+        pool["name"], slots=pool["slots"], description=pool["description"], include_deferred=False
     )
     return home
 

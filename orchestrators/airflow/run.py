@@ -1,7 +1,9 @@
 """Dev-mode runs: ``airflow db migrate`` into the gitignored AIRFLOW_HOME, then ``dag.test()``.
 
-``dag.test()`` runs the DAG in this process with Airflow's own dependency handling, pools,
-retries and callbacks, and records the run in the metadata DB (``ui`` shows it afterwards).
+``dag.test()`` runs the DAG in this process with Airflow's own dependency handling, retries and
+callbacks, and records the run in the metadata DB (``ui`` shows it afterwards). It runs the ready
+tasks one after another and checks no pool: ingestion units overlap only under the scheduler
+(``quartet up``), where the writer pool admits them (ADR 0007).
 The terminal gets one line per task; Airflow's own log goes to ``.quartet/airflow/logs/run.log``.
 """
 
@@ -68,6 +70,13 @@ def layers() -> tuple[str, ...]:
     from core.lineage import canonical
 
     return tuple(sorted(set(canonical().nodes.values())))
+
+
+def shown(location: warehouse.Location) -> str:
+    """The warehouse as a user may see it: the DuckDB file, or the URL without its password."""
+    from core.postgres import mask
+
+    return mask(location) if warehouse.is_postgres(location) else str(location)
 
 
 def unit_of(task_id: str) -> tuple[str, str]:
@@ -148,7 +157,7 @@ def run(request: RunRequest) -> None:
 def _run(request: RunRequest) -> None:
     log = progress.orchestrator_log(NAME, CHATTY_LOGGERS)
     environment.migrate_dev()
-    location = settings.for_pipeline(NAME).warehouse
+    location = settings.for_pipeline(NAME).location
     with kit.source_api() as (url, token):
         environment.source_api_connection(url, token)
         with open(log, "a") as out, contextlib.redirect_stdout(out):  # Airflow prints its log
@@ -173,4 +182,4 @@ def _run(request: RunRequest) -> None:
                 )
         finally:
             os.environ.pop(environment.SOURCE_API_CONN_ENV, None)
-    progress.say(NAME, f"done -> {location}")
+    progress.say(NAME, f"done -> {shown(location)}")

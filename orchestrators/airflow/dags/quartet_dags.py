@@ -7,13 +7,15 @@
 * ``quartet_source_watch``: a sensor on the source API that triggers the pipeline when the
   API has published data the warehouse has not loaded yet.
 
-Every warehouse table is an Asset; every writer runs in the one-slot ``quartet_warehouse`` pool.
+Every warehouse table is an Asset; every writer runs in the ``quartet_warehouse`` pool (one slot
+on DuckDB, one per ingestion unit on PostgreSQL: environment.writer_pool).
 The logic lives in core/ and transform/; this file only says how Airflow runs it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
@@ -51,7 +53,8 @@ from orchestrators.airflow import (
 
 CONFIG = load_config()
 POLICY = kit.policy()
-WAREHOUSE = settings.for_pipeline(NAME).warehouse  # also exports QUARTET_WAREHOUSE for dbt
+# the configured warehouse (a DuckDB file, or QUARTET_WAREHOUSE_URL); also exports dbt's target
+PIPELINE = settings.for_pipeline(NAME)
 MANIFEST_PATH = dbt.prepare_manifest()
 MANIFEST = json.loads(MANIFEST_PATH.read_text())
 
@@ -101,7 +104,7 @@ PARAMS = {
     ),
 }
 WRITER_ARGS = {
-    "pool": WAREHOUSE_POOL,  # one slot: one writer on the DuckDB file at a time
+    "pool": WAREHOUSE_POOL,  # DuckDB: one slot, one writer at a time; PostgreSQL: one per unit
     "on_failure_callback": tasks.alert_on_failure,
 }
 INGEST_RETRIES = {  # for transient failures only: tasks.ingest_resource fails the rest at once
@@ -142,7 +145,8 @@ def ingestion() -> TaskGroup:
 # -- Transformation: dbt through Cosmos, one task per model (model + its tests) ------------------
 PROFILE = ProfileConfig(
     profile_name="quartet",
-    target_name="duckdb",
+    # Cosmos passes --target: the one settings.for_pipeline chose for the configured warehouse
+    target_name=os.environ[settings.DBT_TARGET_ENV],
     profiles_yml_filepath=settings.TRANSFORM_DIR / "profiles.yml",
 )
 DBT_TASK_ARGS = {
@@ -221,7 +225,7 @@ with DAG(
     def report_marts() -> dict[str, int]:
         from core.warehouse import table_counts
 
-        counts = table_counts(WAREHOUSE, ("marts",))
+        counts = table_counts(PIPELINE.location, ("marts",))
         for table, rows in counts.items():
             print(f"{table}: {rows:,} rows")
         return counts

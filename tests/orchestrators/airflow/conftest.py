@@ -15,9 +15,9 @@ from orchestrators.airflow import PIPELINE_DAG, environment
 
 @pytest.fixture(scope="session", autouse=True)
 def airflow_environment(quartet_home: Path) -> Path:
-    """Airflow's settings for this process, before anything imports Airflow: dlt imports it too
-    (its secrets provider for Airflow), e.g. in the bare run a test compares with, and Airflow
-    reads its configuration once, at that first import."""
+    """Airflow's settings for this process, before anything imports Airflow (it reads its
+    configuration once, at that first import); they also turn dlt's Airflow secrets provider
+    off, which would otherwise import Airflow in the bare run a test compares with."""
     return environment.configure()
 
 

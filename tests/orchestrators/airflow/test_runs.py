@@ -1,15 +1,20 @@
-"""In-process runs (``dag.test()``, as Cosmos tests its example DAGs) held against the bare run."""
+"""In-process runs (``dag.test()``, as Cosmos tests its example DAGs) held against the bare run.
+
+January equal to bare and a rerun changing nothing are proven on DuckDB for every orchestrator
+by the parity tier; here they run on a PostgreSQL warehouse (``--warehouse``, issue #13).
+"""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
 
-from core import pipeline, settings
+from core import pipeline, settings, warehouse
 from core.fingerprint import diff, fingerprint
-from orchestrators.airflow import NAME, PIPELINE_DAG
-from orchestrators.airflow.run import failures, run_once
+from orchestrators.airflow import NAME, PIPELINE_DAG, WAREHOUSE_POOL, environment
+from orchestrators.airflow.run import failures, load_dag, run_once, unit_of
 from tests.helpers import JANUARY, assert_same_as_bare, months_loaded
 from tests.helpers import fresh_warehouse as wipe_warehouse
 
@@ -31,51 +36,89 @@ def states(dag_run) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
 
 
+@contextlib.contextmanager
+def warehouse_at(url: str):
+    """This process's runs load ``url``, set up as ``quartet run airflow --warehouse URL`` does
+    (the writer pool sized for it); the DuckDB warehouse is configured again afterwards. A DAG
+    to run on it is parsed inside (Cosmos fixes the dbt target when the DAG file is parsed)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(settings.WAREHOUSE_URL_ENV, url)
+        environment.migrate_dev()
+        try:
+            yield
+        finally:
+            patch.undo()
+            environment.migrate_dev()
+
+
 @pytest.fixture(scope="module")
-def january_run(pipeline_dag, bare_january, source_api):
-    """One full January run through Airflow on a fresh warehouse."""
-    from orchestrators.airflow import environment
+def january_on_postgres(postgres_server, bare_january, source_api):
+    """One January run (partition 2013-01) through Airflow into a PostgreSQL warehouse of its
+    own; also what the writer pool and the DuckDB file looked like meanwhile."""
+    from airflow.models.pool import Pool
+
+    from core import postgres
 
     environment.source_api_connection(source_api.url, source_api.token)
-    warehouse = wipe_warehouse(NAME)
-    dag_run = run_once(pipeline_dag, as_of=JANUARY)
-    return dag_run, warehouse
+    url = postgres.database_url("pgtest_airflow")
+    duckdb_file = settings.for_pipeline(NAME, export=False).warehouse
+    duckdb_before = warehouse.table_counts(duckdb_file, (settings.RAW_SCHEMA,))
+    with warehouse_at(url):
+        slots = Pool.get_pool(WAREHOUSE_POOL).slots
+        dag_run = run_once(load_dag(), as_of=JANUARY, partition="2013-01")
+    untouched = warehouse.table_counts(duckdb_file, (settings.RAW_SCHEMA,)) == duckdb_before
+    return url, dag_run, slots, untouched
 
 
-def test_full_run_matches_bare(january_run, bare_january):
-    dag_run, warehouse = january_run
+def test_january_on_postgres_matches_bare(january_on_postgres, bare_january):
+    from core.ingestion import load_config
+
+    url, dag_run, slots, duckdb_untouched = january_on_postgres
     assert dag_run.state == "success", failures(dag_run)
     assert set(states(dag_run).values()) == {"success"}
-    assert_same(bare_january, warehouse)
+    assert {unit for kind, unit in map(unit_of, states(dag_run)) if kind == "ingest"} == set(
+        load_config().resources
+    )
+    # Airflow's own record of the concurrency setting: every ingestion unit fits the pool at once
+    # (dag.test() itself runs tasks one after another; the scheduler honours the pool)
+    assert slots == len(load_config().resources)
+    assert duckdb_untouched, "the run loaded the DuckDB file instead of the configured warehouse"
+    assert_same(bare_january, url)
 
 
-def test_rerun_changes_nothing(january_run, pipeline_dag, bare_january):
-    _, warehouse = january_run
-    before = fingerprint(warehouse)
-    dag_run = run_once(pipeline_dag, as_of=JANUARY)
+def test_rerun_on_postgres_changes_nothing(january_on_postgres, bare_january):
+    url, *_ = january_on_postgres
+    before = fingerprint(url)
+    with warehouse_at(url):
+        dag_run = run_once(load_dag(), as_of=JANUARY, partition="2013-01")
     assert dag_run.state == "success", failures(dag_run)
-    assert diff(before, fingerprint(warehouse)) == []
-    assert_same(bare_january, warehouse)
+    assert diff(before, fingerprint(url)) == []
+    assert_same(bare_january, url)
 
 
-def test_event_trigger_starts_a_run_when_the_source_has_new_data(january_run, dag_bag, source_api):
-    """The watch DAG's sensor compares the API's watermark with the warehouse's."""
+def test_event_trigger_starts_a_run_when_the_source_has_new_data(
+    january_on_postgres, dag_bag, source_api
+):
+    """The watch DAG's sensor compares the API's watermark with the warehouse's (here the
+    PostgreSQL one January was loaded into)."""
     from airflow.models.dagrun import DagRun
 
     from core.source_api import api_status, set_clock
     from orchestrators.airflow import WATCH_DAG
     from orchestrators.airflow.tasks import loaded_watermark
 
+    url, *_ = january_on_postgres
     previous = api_status(source_api.url, source_api.token)["as_of"][:10]
     try:
-        set_clock(source_api.url, source_api.token, JANUARY)
-        # nothing new: the warehouse has loaded exactly what the API has published
-        assert loaded_watermark() == api_status(source_api.url, source_api.token)["watermark"]
-        set_clock(source_api.url, source_api.token, "2013-02-28")  # new data is published
-        watch = dag_bag.get_dag(WATCH_DAG).test(logical_date=None)
-        assert watch.state == "success", failures(watch)
-        triggered = DagRun.find(dag_id=PIPELINE_DAG, run_type="operator_triggered")
-        assert [r.conf for r in triggered] == [{"as_of": "2013-02-28"}]
+        with warehouse_at(url):
+            set_clock(source_api.url, source_api.token, JANUARY)
+            # nothing new: the warehouse has loaded exactly what the API has published
+            assert loaded_watermark() == api_status(source_api.url, source_api.token)["watermark"]
+            set_clock(source_api.url, source_api.token, "2013-02-28")  # new data is published
+            watch = dag_bag.get_dag(WATCH_DAG).test(logical_date=None)
+            assert watch.state == "success", failures(watch)
+            triggered = DagRun.find(dag_id=PIPELINE_DAG, run_type="operator_triggered")
+            assert [r.conf for r in triggered] == [{"as_of": "2013-02-28"}]
     finally:
         set_clock(source_api.url, source_api.token, previous)
 
