@@ -15,11 +15,13 @@ import os
 
 from core import kit
 
-#: the pipeline name: warehouse/prefect.duckdb, dlt pipeline quartet_prefect
+#: the pipeline name: warehouse/prefect.duckdb (or QUARTET_WAREHOUSE_URL), dlt pipeline
+#: quartet_prefect
 NAME = "prefect"
 #: Secret block holding the source API's bearer token
 TOKEN_BLOCK = "quartet-source-api-token"
-#: global concurrency limit (1 slot) every writer of warehouse/prefect.duckdb occupies
+#: global concurrency limit every writer of the warehouse occupies: 1 slot on DuckDB, one per
+#: ingestion unit on PostgreSQL (flows.writer_slots)
 WAREHOUSE_LIMIT = "quartet-warehouse-prefect"
 #: event the source watcher emits when the API has published new data
 NEW_DATA_EVENT = "quartet.source.published"

@@ -12,7 +12,8 @@
 
 Then it registers, idempotently: the Secret block with the API token, the warehouse's concurrency
 limit, the deployments against the pool (schedule, as-of trigger), and the automation that puts a
-crashed run of theirs back to Scheduled, so the worker runs it again with no manual step.
+crashed run of theirs back to Scheduled once the worker is done with it, so the worker runs it
+again with no manual step.
 
 ``quartet run prefect --deployed`` submits with ``run_deployment`` and follows the flow run until
 it ends, printing the unit lines its flow-run processes log.
@@ -213,7 +214,12 @@ def register() -> None:
     from orchestrators.prefect.deployments import deployments, provision
 
     provision(_token())
-    env = {settings.SOURCE_API_URL_ENV: source_api_url(_ports(create=False) or {})}
+    env = {
+        settings.SOURCE_API_URL_ENV: source_api_url(_ports(create=False) or {}),
+        # the unit lines `run --deployed` follows are the runs' INFO logs: a PREFECT_LOGGING_LEVEL
+        # of WARNING in the environment `up` ran in (the test suite's) would keep them off the API
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    }
     for deployment in deployments():
         deployment.job_variables = {"working_dir": str(settings.REPO_ROOT), "env": env}
         deployment.apply(work_pool_name=POOL)
@@ -221,11 +227,20 @@ def register() -> None:
 
 
 def _crash_automation() -> None:
-    """On ``prefect.flow-run.Crashed`` of a quartet run: back to Scheduled, the worker reruns it.
+    """A quartet flow run whose process died: back to Scheduled once its worker is done with it.
 
     A flow run whose process died (SIGKILL, OOM, a lost machine) is marked Crashed by its worker,
     and Prefect's flow retries do not apply to a crash. Its ingestion is idempotent (dlt merges
     by key) and dbt rebuilds: running the same flow run again is the recovery.
+
+    The trigger is the worker's ``prefect.worker.executed-flow-run`` event with a non-zero exit
+    status, not ``prefect.flow-run.Crashed``: a process worker reports one crash twice (its
+    runner, then again when the infrastructure call returns, seconds later: the runner first
+    loads the flow for its ``on_crashed`` hooks). Rescheduled on the first report, the run took
+    the second one while its new attempt was already running, and was rescheduled again: two
+    live attempts of one run. The worker emits ``executed-flow-run`` once per attempt, after both
+    reports; the second finds the run already Crashed and Prefect refuses it. A run that ended
+    on its own (Completed, Failed, Cancelled) exits with status 0.
     """
     from prefect import get_client
     from prefect.automations import Automation
@@ -240,14 +255,19 @@ def _crash_automation() -> None:
             client.delete_automation(existing.id)
     Automation(
         name=CRASH_AUTOMATION,
-        description="A quartet flow run that crashed (its process died) is scheduled again.",
+        description="A quartet flow run whose process died is scheduled again.",
         trigger=EventTrigger(
-            expect={"prefect.flow-run.Crashed"},
-            match_related={"prefect.resource.id": f"prefect.tag.{TAG}"},
+            expect={"prefect.worker.executed-flow-run"},
+            match_related=[
+                # the flow run, as the worker saw its process end: not with status 0
+                {"prefect.resource.role": "flow-run", "prefect.infrastructure.status-code": "!0"},
+                {"prefect.resource.id": f"prefect.tag.{TAG}"},
+            ],
             posture=Posture.Reactive,
             threshold=1,
         ),
         actions=[
+            # the action's flow run is the event's related flow-run resource
             ChangeFlowRunState(
                 state=StateType.SCHEDULED,
                 name="AwaitingRetry",

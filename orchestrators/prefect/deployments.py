@@ -11,7 +11,8 @@
 
 ``ui`` serves them from its own process; the deployed mode registers them against a ``process``
 work pool whose worker starts each flow run in the repository. :func:`provision` creates the
-Secret block with the API token and the warehouse's global concurrency limit (1 slot).
+Secret block with the API token and the warehouse's global concurrency limit (1 slot on DuckDB,
+one per ingestion unit on PostgreSQL: ``flows.writer_slots``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from orchestrators.prefect.flows import (
     release_stale_slots,
     source_url,
     transformation,
+    writer_slots,
 )
 
 #: every deployment's runs carry it (the crash automation of the deployed mode matches on it)
@@ -48,11 +50,11 @@ TAG = "quartet"
 
 
 def provision(token: str) -> None:
-    """The Secret block with the source API token, the warehouse writer's concurrency limit, and
-    its slots freed when a run that died left them occupied."""
+    """The Secret block with the source API token, the warehouse writers' concurrency limit sized
+    for the configured warehouse, and its slots freed when a run that died left them occupied."""
     Secret(value=token).save(TOKEN_BLOCK, overwrite=True)
     with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(WAREHOUSE_LIMIT, limit=1)
+        client.upsert_global_concurrency_limit_by_name(WAREHOUSE_LIMIT, limit=writer_slots())
     release_stale_slots()
 
 

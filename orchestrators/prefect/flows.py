@@ -1,15 +1,18 @@
 """The pipeline as Prefect flows over the shared core.
 
 * ``quartet-ingestion``: one task run per dlt resource (``ingest flights``, ...), each a
-  materializing task of its raw table's asset, retried for transient faults only;
+  materializing task of its raw table's asset, retried for transient faults only; one after
+  another on DuckDB, all at once on the flow's thread pool where the warehouse admits parallel
+  writers (PostgreSQL);
 * ``quartet-transformation``: ``dbt build`` through prefect-dbt's ``PrefectDbtRunner``, one task
   run per dbt node (models, data tests, unit tests); a failed node fails the flow;
 * ``quartet-pipeline``: both as subflows (an ingestion subflow per month when partitions are
   given); the subflow boundary is the coordination point between ingestion and transformation;
 * ``quartet-backfill``: a month range as one parent flow run, an ingestion subflow per month.
 
-Every writer of the warehouse occupies the one slot of the global concurrency limit
-``quartet-warehouse-prefect``; the source API token comes from the ``quartet-source-api-token``
+Every writer of the warehouse occupies a slot of the global concurrency limit
+``quartet-warehouse-prefect`` (one slot on DuckDB, one per ingestion unit on PostgreSQL, where the
+dbt build occupies them all); the source API token comes from the ``quartet-source-api-token``
 Secret block; a failed top-level flow run posts an alert from its ``on_failure`` hook.
 """
 
@@ -19,6 +22,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+from urllib.parse import urlsplit
 
 from dbt_common.events.base_types import EventLevel
 from prefect import flow, get_client, get_run_logger
@@ -28,6 +32,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 from prefect.client.schemas.objects import Flow, FlowRun, State, TaskRun
 from prefect.concurrency.sync import concurrency
+from prefect.futures import wait
 from prefect.tasks import MaterializingTask, Task
 from prefect.utilities.urls import url_for
 from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
@@ -64,12 +69,17 @@ def release_stale_slots(say=print) -> int:
     restarted ``prefect server start``), and then nothing would ever free the slot. Every holder
     of the slot also holds the warehouse's writer lock, which the kernel releases when its process
     dies: when that lock is free, every occupied slot belongs to a dead run.
+
+    A warehouse that admits parallel writers (PostgreSQL) has no such lock (``writer_lock`` is a
+    no-op there), so nothing proves a holder dead: its slots are left to their leases.
     """
+    location = settings.for_pipeline(NAME, export=False).location
+    if warehouse.allows_parallel_writers(location):
+        return 0
     with get_client(sync_client=True) as client:
         limit = client.read_global_concurrency_limit_by_name(WAREHOUSE_LIMIT)
         if not limit.active_slots:
             return 0
-        location = settings.for_pipeline(NAME, export=False).location
         try:
             with warehouse.writer_lock(location, timeout=0, purpose=f"{NAME} slot check"):
                 client.update_global_concurrency_limit(
@@ -84,15 +94,23 @@ def release_stale_slots(say=print) -> int:
     return limit.active_slots
 
 
-def writer_slot():
-    """The warehouse's one writer slot; waits up to QUARTET_LOCK_TIMEOUT, then fails clearly.
+def writer_slots() -> int:
+    """The size of the warehouse's writer limit: one slot per ingestion unit where the warehouse
+    admits parallel writers (PostgreSQL), else one (DuckDB: one writer per file)."""
+    location = settings.for_pipeline(NAME, export=False).location
+    return len(load_config().resources) if warehouse.allows_parallel_writers(location) else 1
+
+
+def writer_slot(occupy: int = 1):
+    """``occupy`` slots of the warehouse's writer limit; waits up to QUARTET_LOCK_TIMEOUT, then
+    fails clearly.
 
     Its lease lasts ``heartbeat_seconds`` (at least Prefect's minimum) and is renewed while the
     holder lives: a holder killed mid-run loses it that long after, freed by the server.
     """
     return concurrency(
         WAREHOUSE_LIMIT,
-        occupy=1,
+        occupy=occupy,
         timeout_seconds=warehouse.lock_timeout(),
         lease_duration=max(MIN_LEASE_SECONDS, kit.policy().heartbeat_seconds),
         strict=True,
@@ -110,11 +128,15 @@ def source_url() -> str:
 
 
 def raw_asset(resource: str) -> Asset:
-    """The raw table's asset, keyed as prefect-dbt keys the dbt source that reads it."""
-    database = settings.for_pipeline(NAME, export=False).warehouse.stem
+    """The raw table's asset, keyed as prefect-dbt keys the dbt source that reads it (the dbt
+    adapter, and the relation's database: the DuckDB file's stem or the PostgreSQL database)."""
+    pipeline = settings.for_pipeline(NAME, export=False)
+    adapter, database = "duckdb", pipeline.warehouse.stem
+    if pipeline.warehouse_url:
+        adapter, database = "postgres", urlsplit(pipeline.warehouse_url).path.strip("/")
     relation = f'"{database}"."{settings.RAW_SCHEMA}"."{resource}"'
     return Asset(
-        key=format_resource_id("duckdb", relation),
+        key=format_resource_id(adapter, relation),
         properties=AssetProperties(
             name=f"{database}.{settings.RAW_SCHEMA}.{resource}",
             description=f"Revisions of `{resource}` loaded by dlt from the flights source API.",
@@ -210,12 +232,18 @@ def ingestion(
     run_window = window(  # validates the parameters before anything runs
         config, as_of=_as_of(as_of), partition=partition, resources=tuple(resources or ())
     )
-    # One after another: they share the warehouse's one writer slot anyway, and tasks submitted
-    # at once would wait for it with the concurrency client's backoff (~9 s idle per full run).
-    return {
-        resource: ingest_task(resource)(resource, run_window.as_of, partition)
-        for resource in run_window.resources
-    }
+    tasks = {resource: ingest_task(resource) for resource in run_window.resources}
+    location = settings.for_pipeline(NAME, export=False).location
+    if not warehouse.allows_parallel_writers(location):
+        # One after another: they share the warehouse's one writer slot anyway, and tasks
+        # submitted at once would wait for it with the concurrency client's backoff (~9 s idle
+        # per full run).
+        return {r: task(r, run_window.as_of, partition) for r, task in tasks.items()}
+    # Every unit at once on the flow's thread pool (the limit has a slot per unit); all of them
+    # finish before the flow reports a failed one, so no unit outlives its flow run.
+    futures = {r: task.submit(r, run_window.as_of, partition) for r, task in tasks.items()}
+    wait(list(futures.values()))
+    return {r: future.result() for r, future in futures.items()}
 
 
 def dbt_settings(pipeline: settings.PipelineSettings) -> PrefectDbtSettings:
@@ -259,11 +287,15 @@ def transformation(select: list[str] | None = None) -> dict[str, int]:
     args = ["build", "--log-path", str(pipeline.dbt_log_dir)]
     if select:
         args += ["--select", *select]
-    with writer_slot(), warehouse.writer_lock(pipeline.warehouse, purpose=f"{NAME} dbt build"):
+    # every slot: no ingestion unit writes while dbt builds
+    with (
+        writer_slot(occupy=writer_slots()),
+        warehouse.writer_lock(pipeline.location, purpose=f"{NAME} dbt build"),
+    ):
         try:
             result = runner.invoke(args)
         finally:
-            dbt.release_warehouse()  # dbt-duckdb keeps the file open for the process
+            dbt.release_warehouse()  # dbt-duckdb keeps the file open (a no-op on PostgreSQL)
     if not result.success:
         run_results = pipeline.dbt_target_dir / "run_results.json"
         failures = []

@@ -11,6 +11,7 @@ import time
 
 from core import kit, settings
 from core.kit import RunFailed, RunRequest, progress
+from core.postgres import mask
 from orchestrators.prefect import NAME
 
 #: the loggers whose detail goes to the log file instead of the terminal
@@ -34,7 +35,7 @@ def run(request: RunRequest) -> None:
             f"flow run {state.state_details.flow_run_id} {state.type.value.lower()}: "
             f"{state.message}\n(the orchestrator's log: {log})"
         )
-    warehouse = settings.for_pipeline(NAME, export=False).location
+    warehouse = mask(str(settings.for_pipeline(NAME, export=False).location))
     progress.say(
         NAME,
         f"run {state.state_details.flow_run_id} succeeded in {time.perf_counter() - started:.1f}s "

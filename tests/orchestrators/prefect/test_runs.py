@@ -1,24 +1,30 @@
-"""Runs of the flows: parity with bare, idempotency, backfills, faults, failures, alerts, writers,
-and a run killed with SIGKILL.
+"""Runs of the flows: parity with bare on PostgreSQL with the ingestion units at once,
+idempotency, backfills, faults, failures, alerts, writers, and a run killed with SIGKILL.
 
 The entry point runs in a child process on Prefect's ephemeral API (what a user runs); the other
-runs call the flows in this process against prefect_test_harness's server.
+runs call the flows in this process against prefect_test_harness's server. The parity tier
+proves January equals bare on DuckDB for every orchestrator: here January and its rerun run on
+PostgreSQL, where the ingestion units run at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from core import settings
+from core import postgres, settings
 from core.fingerprint import fingerprint
 from core.lineage import canonical
-from orchestrators.prefect import NAME
+from orchestrators.prefect import NAME, WAREHOUSE_LIMIT
 from tests.helpers import (
     JANUARY,
     assert_same_as_bare,
@@ -37,8 +43,8 @@ def dev_env() -> dict:
     return {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
 
 
-def task_run_names(flow_run_id) -> set[str]:
-    """Names of the task runs of a pipeline run's subflow runs."""
+def task_runs(flow_run_id) -> list:
+    """The task runs of a pipeline run's subflow runs, as the current Prefect API records them."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
     from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
@@ -56,37 +62,118 @@ def task_run_names(flow_run_id) -> set[str]:
             sort=TaskRunSort.EXPECTED_START_TIME_ASC,
             limit=200,
         )
-    return {r.name for r in runs if r.state and r.state.is_completed()}
+    return runs
+
+
+def task_run_names(flow_run_id) -> set[str]:
+    """Names of the completed task runs of a pipeline run's subflow runs."""
+    return {r.name for r in task_runs(flow_run_id) if r.state and r.state.is_completed()}
+
+
+def overlapping(runs) -> list[tuple[str, str]]:
+    """Pairs of task runs that ran at the same time, by the start and end Prefect recorded."""
+    return [
+        (a.name, b.name)
+        for a, b in itertools.combinations(runs, 2)
+        if a.start_time < b.end_time and b.start_time < a.end_time
+    ]
+
+
+@contextlib.contextmanager
+def dev_runs_api():
+    """A Prefect API on the dev runs' own database (the SQLite file the ephemeral server of
+    ``quartet run prefect`` keeps in PREFECT_HOME), as the current API for this block."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_DATABASE_CONNECTION_URL,
+        temporary_settings,
+    )
+
+    from core.net import free_port
+
+    database = Path(os.environ["PREFECT_HOME"]) / "prefect.db"
+    with temporary_settings(
+        {PREFECT_SERVER_DATABASE_CONNECTION_URL: f"sqlite+aiosqlite:///{database}"}
+    ):
+        server = SubprocessASGIServer(port=free_port())
+        server.start(timeout=180)
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def warehouse_url(url: str):
+    """QUARTET_WAREHOUSE_URL for this block (DuckDB again after it)."""
+    os.environ[settings.WAREHOUSE_URL_ENV] = url
+    try:
+        yield
+    finally:
+        os.environ.pop(settings.WAREHOUSE_URL_ENV, None)
+        settings.export_dbt_target(None)
 
 
 @pytest.fixture(scope="module")
-def january_run(source_api, quartet_home):
-    """``quartet run prefect --as-of 2013-01-31`` on the ephemeral API; returns its output."""
-    fresh_warehouse(NAME)
-    proc = quartet("run", NAME, "--as-of", JANUARY, env=dev_env())
+def january_run(source_api, quartet_home, postgres_server):
+    """``quartet run prefect --warehouse <url> --as-of 2013-01-31 --partition 2013-01`` on the
+    ephemeral API, into a PostgreSQL database of its own (not warehouse_*: `quartet compare`
+    would list it); returns the URL and the run's output."""
+    url = postgres.database_url("pgtest_prefect")
+    proc = quartet(
+        "run", NAME, "--warehouse", url, "--as-of", JANUARY, "--partition", "2013-01",
+        env=dev_env(),
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
+    return url, proc.stdout
 
 
-def test_run_entrypoint_matches_bare(january_run, bare_january) -> None:
-    assert_same(settings.for_pipeline(NAME).warehouse, bare_january)
+def test_run_on_postgres_matches_bare_with_the_units_at_once(january_run, bare_january) -> None:
+    url, output = january_run
+    assert_same(url, bare_january)
+    assert postgres.mask(url) in output and "***" in output  # never the password
     # one progress line per unit, and where Prefect's own log is
     for resource in expected().resources:
-        assert f"[prefect] ingest  {resource}" in january_run
+        assert f"[prefect] ingest  {resource} 2013-01" in output
     for model in expected().models:
-        assert f"[prefect] dbt     {model} " in january_run
-    assert "the orchestrator's log: " in january_run
+        assert f"[prefect] dbt     {model} " in output
+    assert "the orchestrator's log: " in output
+
+    # the units ran at once, as the dev run's own Prefect records them: its limit admits all of
+    # them, and their task runs overlap in time
+    (run_id,) = re.findall(r"run ([0-9a-f-]{36}) succeeded", output)
+    with dev_runs_api():
+        from prefect import get_client
+
+        with get_client(sync_client=True) as client:
+            limit = client.read_global_concurrency_limit_by_name(WAREHOUSE_LIMIT)
+        ingestion = [r for r in task_runs(run_id) if r.name.startswith("ingest ")]
+    assert limit.limit == len(expected().resources)
+    assert sorted(r.name for r in ingestion) == sorted(f"ingest {r}" for r in expected().resources)
+    assert all(r.state.is_completed() for r in ingestion)
+    assert overlapping(ingestion), [(r.name, r.start_time, r.end_time) for r in ingestion]
 
 
-def test_rerun_changes_nothing(january_run, bare_january, prefect_api) -> None:
+def test_rerun_on_postgres_changes_nothing(
+    january_run, bare_january, source_api, prefect_api
+) -> None:
+    from orchestrators.prefect.deployments import provision
     from orchestrators.prefect.flows import pipeline
 
-    state = pipeline(as_of=JANUARY, return_state=True)
+    url, _output = january_run
+    try:
+        with warehouse_url(url):
+            provision(source_api.token)  # the limit sized for PostgreSQL
+            state = pipeline(as_of=JANUARY, partitions=["2013-01"], return_state=True)
+    finally:
+        provision(source_api.token)  # DuckDB's one slot again, for the tests after this one
     summary = state.result()
     assert {
-        r: counts["new"] for r, counts in summary["ingested"]["latest"].items()
+        r: counts["new"] for r, counts in summary["ingested"]["2013-01"].items()
     } == dict.fromkeys(expected().resources, 0)
-    assert_same(settings.for_pipeline(NAME).warehouse, bare_january)
+    assert_same(url, bare_january)
     # one task run per resource and per dbt node (models, data tests, unit tests)
     graph = canonical()
     names = task_run_names(state.state_details.flow_run_id)
