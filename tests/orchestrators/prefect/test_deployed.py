@@ -218,7 +218,6 @@ def test_ui_shows_the_submitted_flow_run_on_its_graph(deployed, tmp_path) -> Non
     )
 
 
-@pytest.mark.deployed_pending
 def test_flow_run_process_killed_mid_load_recovers_by_itself(deployed, bare_january) -> None:
     """kill -9 of the process running a flow run while it loads flights: the worker reports it
     Crashed, the crash automation schedules it again, the worker reruns it, and the warehouse
@@ -248,7 +247,6 @@ def test_flow_run_process_killed_mid_load_recovers_by_itself(deployed, bare_janu
     assert_same_as_bare(warehouse, bare_january)
 
 
-@pytest.mark.deployed_pending
 def test_backfill_submitted_through_the_deployment(deployed) -> None:
     """``quartet run prefect --deployed`` with two months: one backfill flow run, a subflow per
     month, followed to the end with one line per unit."""
@@ -289,7 +287,6 @@ def test_backfill_submitted_through_the_deployment(deployed) -> None:
     ]]  # fmt: skip
 
 
-@pytest.mark.deployed_pending
 def test_worker_killed_and_restarted_picks_up_what_was_scheduled(deployed) -> None:
     from prefect.deployments import run_deployment
 
@@ -306,7 +303,6 @@ def test_worker_killed_and_restarted_picks_up_what_was_scheduled(deployed) -> No
     assert final.state.is_completed(), final.state.message
 
 
-@pytest.mark.deployed_pending
 def test_token_stays_out_of_logs_and_metadata(deployed, source_api) -> None:
     import psycopg2
 
