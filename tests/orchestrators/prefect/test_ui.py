@@ -62,7 +62,9 @@ def ui(tmp_path: Path):
         QUARTET_HOME=str(tmp_path),
         SOURCE_API_URL=api_url,
         SOURCE_API_TOKEN=settings.DEV_API_TOKEN,
-        QUARTET_PREFECT_WATCH_SECONDS="5",
+        # each poll is a flow-run process of its own (~3 s to start); on a loaded machine polls
+        # every 5 s outran their own exits and piled up (56 processes at a load of 55)
+        QUARTET_PREFECT_WATCH_SECONDS="20",
     )
     log = tmp_path / "ui.log"
     with open(log, "w") as out:
