@@ -1,7 +1,7 @@
 """In-process runs (``dag.test()``, as Cosmos tests its example DAGs) held against the bare run.
 
 January equal to bare and a rerun changing nothing are proven on DuckDB for every orchestrator
-by the parity tier; here they run on a PostgreSQL warehouse (``--warehouse``, issue #13).
+by the parity tier; here they run on a PostgreSQL warehouse (``--warehouse``), the scale path beside DuckDB.
 """
 
 from __future__ import annotations

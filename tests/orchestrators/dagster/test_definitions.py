@@ -1,4 +1,4 @@
-"""The definitions load, and declare what the adapter checklist asks for (fast: no run)."""
+"""The definitions load, and declare the contract every adapter meets (ADR 0012) (fast: no run)."""
 
 from __future__ import annotations
 
