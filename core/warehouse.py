@@ -17,6 +17,7 @@ and :func:`writer_lock` is a no-op there. :func:`check_connection` fails early, 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import os
 import re
@@ -210,3 +211,34 @@ def table_counts(path: Location, schemas: tuple[str, ...]) -> dict[str, int]:
         }
     finally:
         con.close()
+
+
+def loaded_watermark(location: Location) -> str | None:
+    """The newest ``updated_at`` of the raw layer (UTC, ``YYYY-MM-DDTHH:MM:SS``), None before the
+    first load: what a source watcher compares with the API's published as-of."""
+    from core import settings
+
+    if is_postgres(location):
+        import psycopg2
+
+        con = psycopg2.connect(location, connect_timeout=10)
+    elif Path(location).exists():
+        con = duckdb.connect(str(location), read_only=True)
+    else:
+        return None
+    try:
+        # the same SQL for both engines (no parameters: their placeholders differ)
+        cur = con.cursor()
+        cur.execute(
+            "select table_name from information_schema.tables "
+            f"where table_schema = '{settings.RAW_SCHEMA}' "
+            "and table_name not like '\\_dlt%' escape '\\'"
+        )
+        marks = []
+        for (table,) in cur.fetchall():
+            cur.execute(f'select max(updated_at) from {settings.RAW_SCHEMA}."{table}"')
+            marks.append(cur.fetchone()[0])
+    finally:
+        con.close()
+    marks = [m.astimezone(datetime.UTC) if m.tzinfo else m for m in marks if m is not None]
+    return max(marks).strftime("%Y-%m-%dT%H:%M:%S") if marks else None

@@ -5,11 +5,6 @@ Kept out of the DAG file so the DAG file reads as a DAG: tasks, assets, schedule
 
 from __future__ import annotations
 
-from datetime import UTC
-from pathlib import Path
-
-import duckdb
-
 from core import alerts, settings, warehouse
 from core.dbt import DbtBuildError, release_warehouse
 from core.ingestion import ConfigError, RunWindow, load_config, window
@@ -120,28 +115,4 @@ def source_status() -> dict:
 
 def loaded_watermark() -> str | None:
     """The newest ``updated_at`` the warehouse has loaded (None before the first load)."""
-    location = settings.for_pipeline(NAME).location
-    if warehouse.is_postgres(location):
-        import psycopg2
-
-        con = psycopg2.connect(location, connect_timeout=10)
-    elif Path(location).exists():
-        con = duckdb.connect(str(location), read_only=True)
-    else:
-        return None
-    try:
-        # the same SQL for both engines (no parameters: their placeholders differ)
-        cur = con.cursor()
-        cur.execute(
-            "select table_name from information_schema.tables "
-            f"where table_schema = '{settings.RAW_SCHEMA}' "
-            "and table_name not like '\\_dlt%' escape '\\'"
-        )
-        marks = []
-        for (table,) in cur.fetchall():
-            cur.execute(f'select max(updated_at) from {settings.RAW_SCHEMA}."{table}"')
-            marks.append(cur.fetchone()[0])
-    finally:
-        con.close()
-    marks = [m.astimezone(UTC) if m.tzinfo else m for m in marks if m is not None]
-    return max(marks).strftime("%Y-%m-%dT%H:%M:%S") if marks else None
+    return warehouse.loaded_watermark(settings.for_pipeline(NAME).location)
