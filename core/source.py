@@ -266,7 +266,11 @@ def _iso(value) -> str:
 
 def _finish(table):
     """updated_at as a timestamp (the incremental cursor), and a deterministic ``_dlt_id`` (the
-    primary key: dlt keeps a supplied one, so reloading a revision yields the same row)."""
+    primary key: dlt keeps a supplied one, so reloading a revision yields the same row).
+
+    The key columns are declared not nullable, as the resource's hints say (:func:`parse_page`
+    has refused a page with a missing key): otherwise dlt warns, on every page, that its hints
+    override the Arrow schema's."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -276,7 +280,11 @@ def _finish(table):
         pa.field("updated_at", pa.timestamp("us"), nullable=False),
         pc.cast(text, pa.timestamp("us")),
     )
-    return table.append_column("_dlt_id", pc.binary_join_element_wise(table["id"], text, "@"))
+    for key in PRIMARY_KEY:
+        index = table.schema.get_field_index(key)
+        table = table.set_column(index, table.field(index).with_nullable(False), table[key])
+    dlt_id = pc.binary_join_element_wise(table["id"], text, "@")
+    return table.append_column(pa.field("_dlt_id", pa.string(), nullable=False), dlt_id)
 
 
 def _arrow_resource(

@@ -1,11 +1,13 @@
-"""Dagster resources: the source API (token through ``EnvVar``), the API clock, the warehouse, dbt."""
+"""Dagster resources: the source API (token through ``EnvVar``), the API clock, dbt.
+
+The warehouse is no resource: every asset writes through core (dlt and dbt), which chooses the
+engine from the one warehouse setting, so a Dagster-side connection would be a second path to it."""
 
 import sys
 from pathlib import Path
 
 import dagster as dg
 from dagster_dbt import DbtCliResource
-from dagster_duckdb import DuckDBResource
 
 from core import settings
 
@@ -36,8 +38,6 @@ def resources() -> dict[str, dg.ConfigurableResource | object]:
             token=dg.EnvVar(settings.SOURCE_API_TOKEN_ENV),
         ),
         "api_clock": ApiClock(),
-        # the one warehouse setting (QUARTET_WAREHOUSE, exported by core.settings.for_pipeline)
-        "warehouse": DuckDBResource(database=dg.EnvVar(settings.WAREHOUSE_ENV)),
         "dbt": DbtCliResource(
             project_dir=str(settings.TRANSFORM_DIR),
             profiles_dir=str(settings.TRANSFORM_DIR),

@@ -1,4 +1,5 @@
-"""``ui`` starts api-server, scheduler and dag-processor with the pipeline and a finished run."""
+"""``ui`` starts api-server, scheduler and dag-processor with the pipeline and a finished run: the
+REST API answers, and a real browser, logged in, shows the DAG's ingestion and dbt tasks."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from core import settings
 from core.net import free_port
 from orchestrators.airflow import PIPELINE_DAG
+from tests.browser import assert_ui_shows_the_pipeline
 from tests.helpers import STOP_BOUND
 
 
@@ -61,7 +63,7 @@ def ui(airflow_home, source_api):
         proc.wait(timeout=STOP_BOUND)
 
 
-def test_ui_serves_the_pipeline_a_finished_run_and_stops_on_ctrl_c(ui, source_api):
+def test_ui_serves_the_pipeline_a_finished_run_and_stops_on_ctrl_c(ui, source_api, tmp_path):
     url, password, proc, banner = ui
     assert "<title>Airflow</title>" in call(f"{url}/")
     token = call(f"{url}/auth/token", body={"username": "admin", "password": password})[
@@ -73,6 +75,7 @@ def test_ui_serves_the_pipeline_a_finished_run_and_stops_on_ctrl_c(ui, source_ap
     assert runs["total_entries"] >= 1
     assets = {a["name"] for a in call(f"{url}/api/v2/assets?limit=100", token)["assets"]}
     assert {"raw.flights", "marts.route_stats", "marts.fct_flights"} <= assets
+    assert_ui_shows_the_pipeline("airflow", url, tmp_path, password)
     # a backfill of a range through the REST API: one run per month, the month its data interval
     dry_run = call(
         f"{url}/api/v2/backfills/dry_run",

@@ -1,4 +1,5 @@
-"""``python -m orchestrators.dagster ui`` serves Dagster's webserver with the pipeline loaded."""
+"""``python -m orchestrators.dagster ui`` serves Dagster's webserver with the pipeline loaded: its
+GraphQL API and, in a real browser, the asset graph from the raw tables to the marts."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from core import settings
 from core.net import free_port
+from tests.browser import assert_ui_shows_the_pipeline
 from tests.helpers import STOP_BOUND
 
 QUERY = """{
@@ -50,7 +52,7 @@ def _processes_mentioning(port: int) -> list[int]:
 
 
 def test_ui_serves_the_asset_graph_and_a_finished_run_and_sigterm_stops_it_all(
-    dagster_project, source_api
+    dagster_project, source_api, tmp_path
 ):
     port = free_port()
     proc = subprocess.Popen(
@@ -76,6 +78,7 @@ def test_ui_serves_the_asset_graph_and_a_finished_run_and_sigterm_stops_it_all(
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read()
         assert b"Dagster" in page
         assert _processes_mentioning(port)  # dagster dev serves on that port
+        assert_ui_shows_the_pipeline("dagster", f"http://127.0.0.1:{port}", tmp_path)
     finally:
         proc.send_signal(signal.SIGTERM)  # the ui stops dagster dev (its process group) itself
         try:

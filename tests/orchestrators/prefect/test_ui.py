@@ -1,5 +1,6 @@
 """``python -m orchestrators.prefect ui``: Prefect's own server and UI, the deployments served, a
-finished run to look at, and the event trigger: new data in the source API starts a run."""
+finished run to look at (its task runs, in a real browser), and the event trigger: new data in
+the source API starts a run."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from core import kit, settings
 from core.net import free_port
 from core.source_api import SourceAPIConfig, set_clock, start_process
 from orchestrators.prefect import NEW_DATA_EVENT
+from tests.browser import assert_ui_shows_the_pipeline
 from tests.helpers import STOP_BOUND
 
 
@@ -90,7 +92,7 @@ def ui(tmp_path: Path):
         assert sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_ui_serves_pipeline_and_new_data_triggers_a_run(ui) -> None:
+def test_ui_serves_pipeline_and_new_data_triggers_a_run(ui, tmp_path) -> None:
     proc, base, api_url, log = ui
     api = f"{base}/api"
 
@@ -114,6 +116,7 @@ def test_ui_serves_pipeline_and_new_data_triggers_a_run(ui) -> None:
 
     page = httpx.get(base, timeout=10)
     assert page.status_code == 200 and "<title>Prefect Server</title>" in page.text
+    assert_ui_shows_the_pipeline("prefect", base, tmp_path)
 
     automations = httpx.post(f"{api}/automations/filter", json={}, timeout=10).json()
     (trigger,) = [a for a in automations if NEW_DATA_EVENT in a["trigger"]["expect"]]

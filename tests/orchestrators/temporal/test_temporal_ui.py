@@ -1,4 +1,5 @@
-"""``ui`` serves the Temporal UI with the pipeline loaded: a finished run, the schedule, a worker."""
+"""``ui`` serves the Temporal UI with the pipeline loaded: a finished run (its history, in a real
+browser, names the activities), the schedule, a worker."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import urllib.request
 from core import settings
 from core.net import free_port
 from orchestrators.temporal import TASK_QUEUE
+from tests.browser import assert_ui_shows_the_pipeline
 from tests.helpers import JANUARY, STOP_BOUND
 
 
@@ -66,6 +68,7 @@ def test_ui_serves_the_finished_run_schedule_and_watcher(source_api, fresh_home,
         assert [s["scheduleId"] for s in schedules] == ["quartet-monthly"]
         pollers = get_json(f"{base}/api/v1/namespaces/default/task-queues/{TASK_QUEUE}")
         assert pollers.get("pollers"), pollers  # the worker is there, polling
+        assert_ui_shows_the_pipeline("temporal", ready.group(1), tmp_path)
     finally:
         ui.send_signal(signal.SIGINT)  # what Ctrl-C does
         assert ui.wait(timeout=STOP_BOUND) == 130  # the kit's exit code for an interrupted command
