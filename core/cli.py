@@ -219,6 +219,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_timeline(args: argparse.Namespace) -> int:
+    from core.timeline import main as timeline_main
+
+    names = list(settings.PIPELINE_NAMES) if "all" in args.names else args.names
+    return timeline_main(names, as_of=args.as_of, doc=not args.no_doc, reread=args.reread)
+
+
 def cmd_reliability(args: argparse.Namespace) -> int:
     from core.reliability import CASES, main
 
@@ -326,6 +333,18 @@ def parser() -> argparse.ArgumentParser:
         help="with deployed: this orchestrator (repeatable; default: all four)",
     )
     bench.set_defaults(func=cmd_bench)
+
+    tl = sub.add_parser(
+        "timeline",
+        help="one full-year dev-mode run each; when every unit ran, from the orchestrator's "
+        "records; charts and docs/benchmarks.md's Timelines (no name: re-render the last)",
+    )
+    # (no choices=: argparse checks an empty nargs="*" against them; main() names a wrong one)
+    tl.add_argument("names", nargs="*", metavar="{all,bare,dagster,airflow,prefect,temporal}")
+    tl.add_argument("--as-of", default="2013-12-31")
+    tl.add_argument("--no-doc", action="store_true", help="charts only, leave the doc as it is")
+    tl.add_argument("--reread", action="store_true", help="read the last runs' records again")
+    tl.set_defaults(func=cmd_timeline)
 
     rel = sub.add_parser(
         "reliability", help="run the reliability matrix; write docs/reliability.md"

@@ -1,0 +1,74 @@
+"""The last dev-mode run's units as Airflow's metadata DB recorded them (``core/timeline.py``).
+
+``python -m orchestrators.airflow.timeline --home H`` points Airflow at the dev-mode home of the
+QUARTET_HOME ``H`` (``.quartet/airflow/home/airflow.db``, SQLite that ``dag.test()`` wrote and
+that outlives the run) and prints JSON: the newest ``quartet_pipeline`` DAG run's start and end
+and one unit per task instance (its ``start_date`` and ``end_date``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orchestrators.airflow.timeline")
+    parser.add_argument("--home", type=Path, required=True, help="the run's QUARTET_HOME")
+    args = parser.parse_args(argv)
+    os.environ["QUARTET_HOME"] = str(args.home.resolve())
+
+    from orchestrators.airflow import PIPELINE_DAG, environment
+
+    environment.configure()  # before Airflow reads its configuration
+
+    from airflow.models import DagRun, TaskInstance
+    from airflow.utils.session import create_session
+
+    from orchestrators.airflow.run import unit_of
+
+    with create_session() as session:
+        dag_run = (
+            session.query(DagRun)
+            .filter(DagRun.dag_id == PIPELINE_DAG)
+            .order_by(DagRun.start_date.desc())
+            .first()
+        )
+        if dag_run is None:
+            raise SystemExit(f"no {PIPELINE_DAG} run in {environment.airflow_home()}")
+        units = []
+        for ti in session.query(TaskInstance).filter(
+            TaskInstance.dag_id == PIPELINE_DAG, TaskInstance.run_id == dag_run.run_id
+        ):
+            if ti.start_date is None or ti.end_date is None:
+                continue  # never ran (upstream failed)
+            kind, unit = unit_of(ti.task_id)
+            units.append(
+                {
+                    "unit": unit,
+                    "kind": kind,
+                    "start": ti.start_date.timestamp(),
+                    "end": ti.end_date.timestamp(),
+                    "state": ti.state,
+                }
+            )
+        print(
+            json.dumps(
+                {
+                    "source": "Airflow's task instances (dev-mode metadata DB, SQLite)",
+                    "id": dag_run.run_id,
+                    "status": dag_run.state,
+                    "start": dag_run.start_date.timestamp(),
+                    "end": dag_run.end_date.timestamp(),
+                    "units": units,
+                }
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
