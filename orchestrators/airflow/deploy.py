@@ -95,6 +95,11 @@ def deployed_env(sql_alchemy_conn: str | None = None) -> dict[str, str]:
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(heartbeat),
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_SEC": str(max(heartbeat // 6, 1)),
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+        # a scheduler only fails the silent tasks it queued itself: the tasks of a killed
+        # scheduler are reset (and run again) by its successor's orphaned-task check, which
+        # runs at its start (too early: the dead scheduler's heartbeat is still recent) and
+        # then every 300 s by default; as often as a task's heartbeat timeout instead
+        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": str(heartbeat),
         # a task's execution-API token outlives the longest task: once expired, refreshing it
         # can fail under the LocalExecutor (apache/airflow#67939) and the task is killed
         "AIRFLOW__EXECUTION_API__JWT_EXPIRATION_TIME": "3600",

@@ -7,6 +7,9 @@ by the parity tier; here they run on a PostgreSQL warehouse (``--warehouse``), t
 from __future__ import annotations
 
 import contextlib
+import io
+import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ import pytest
 from core import pipeline, settings, warehouse
 from core.fingerprint import diff, fingerprint
 from orchestrators.airflow import NAME, PIPELINE_DAG, WAREHOUSE_POOL, environment
-from orchestrators.airflow.run import failures, load_dag, run_once, unit_of
+from orchestrators.airflow.run import failures, load_dag, run_once, unit_lines, unit_of
 from tests.helpers import JANUARY, assert_same_as_bare, months_loaded
 from tests.helpers import fresh_warehouse as wipe_warehouse
 
@@ -149,13 +152,41 @@ def test_injected_api_faults_are_retried(pipeline_dag, bare_january, own_api, fr
     assert_same(bare_january, fresh_warehouse)
 
 
+class Terminal(io.StringIO):
+    """What ``quartet run airflow`` prints, each line with the moment it was printed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.printed: dict[str, datetime] = {}
+
+    def write(self, text: str) -> int:
+        if match := re.match(r"^\[airflow\] \w+\s+(\w+)", text):
+            self.printed[match.group(1)] = datetime.now(UTC)
+        return super().write(text)
+
+
 def test_failing_dbt_test_fails_the_run_blocks_marts_and_alerts(
     pipeline_dag, own_api, fresh_warehouse, alert_receiver
 ):
     _, token = own_api(malformed=("flights:bad_value:2013-01-15",))
-    dag_run = run_once(pipeline_dag, as_of=JANUARY)
+    terminal = Terminal()
+    with (
+        contextlib.redirect_stdout(terminal),
+        unit_lines(PIPELINE_DAG, settings.for_pipeline(NAME, export=False).location) as lines,
+    ):
+        dag_run = run_once(pipeline_dag, as_of=JANUARY)
+        lines.not_run(dag_run)
     assert dag_run.state == "failed"
     state = states(dag_run)
+    # the terminal's lines: each task's as it finished (flights' before the first dbt model
+    # started), then the tasks that never ran
+    printed = terminal.getvalue()
+    assert re.search(r"ingest\s+flights\s+[\d.]+s\s+\+[\d,]+ rows", printed), printed
+    assert re.search(r"dbt\s+stg_flights\s+[\d.]+s\s+FAILED", printed), printed
+    assert re.search(r"dbt\s+fct_flights\s+0.0s\s+UPSTREAM_FAILED", printed), printed
+    started = task_instance(dag_run, "dbt.stg_flights_model_build").start_date
+    assert terminal.printed["flights"] < started < terminal.printed["stg_flights"]
+    assert terminal.printed["stg_flights"] <= dag_run.end_date
     assert state["dbt.stg_flights_model_build"] == "failed"
     for blocked in ("int_flights_enriched", "fct_flights", "carrier_month_performance"):
         assert state[f"dbt.{blocked}_model_build"] == "upstream_failed", blocked
