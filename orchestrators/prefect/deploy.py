@@ -119,6 +119,15 @@ def source_api_url(ports: dict) -> str:
     )
 
 
+def source_api() -> tuple[str, str]:
+    """``(url, token)`` of the source API the deployed runs read (its clock is what the
+    ``poll`` deployment watches)."""
+    ports = _ports(create=False)
+    if ports is None:
+        raise NotDeployed("prefect's deployed mode is not up: run `quartet up prefect`")
+    return source_api_url(ports), _token()
+
+
 def _worker_online(api: str) -> bool:
     import httpx
 

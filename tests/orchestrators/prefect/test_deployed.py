@@ -1,7 +1,8 @@
 """Deployed mode: ``quartet up prefect`` (server on PostgreSQL, a process work pool and its
-worker), runs submitted through the deployments and seen in the server's UI in a real browser, a
-flow-run process killed mid-load, the worker killed and restarted. The topology is started once
-for the module and stopped at its end.
+worker), the as-of trigger (new data in the source API starts a run of the ``full`` deployment),
+runs submitted through the deployments and seen in the server's UI in a real browser, a flow-run
+process killed mid-load, the worker killed and restarted, and last the server itself killed and
+restarted. The topology is started once for the module and stopped at its end.
 """
 
 from __future__ import annotations
@@ -162,18 +163,106 @@ def open_flow_run(page, url: str, run_id, tab: str) -> dict[str, str]:
     return {node["label"]: node["state_type"] for _id, node in graph.value.json()["nodes"]}
 
 
-def test_ui_shows_the_submitted_flow_run_on_its_graph(deployed, tmp_path) -> None:
-    """A flow run submitted through the ``full`` deployment, opened in a real browser (Debian's
-    chromium, headless, Playwright) on the page ``quartet run prefect --deployed`` links to: the
-    deployed server's UI shows it Completed, from its deployment, its graph drawn with its two
-    subflows; each subflow's page draws a task run per dlt resource or per dbt model."""
-    from prefect.deployments import run_deployment
+def run_triggered_by_new_data(deployed, as_of: str):
+    """Publish the source's data up to ``as_of`` and return the flow run the server's as-of
+    trigger created for it, once final.
 
-    submitted = run_deployment(
-        "quartet-pipeline/full", parameters={"as_of": JANUARY}, timeout=0, as_subflow=False
-    )
-    run = wait_final(submitted.id)
+    The watcher's baseline is the day before (as if its last poll had seen it); the clock then
+    moves to ``as_of`` and the ``poll`` deployment runs once, as its schedule would (hourly in
+    this module: each poll is a flow-run process). The trigger is the server's: the deployment
+    trigger of ``full``, an automation fired by the watcher's ``quartet.source.published`` event.
+    """
+    import datetime as dt
+
+    from prefect.deployments import run_deployment
+    from prefect.variables import Variable
+
+    from core.source_api import api_status, set_clock
+    from orchestrators.prefect import WATERMARK_VARIABLE
+
+    url, token = deployed.source_api()
+    published = api_status(url, token)["as_of"][:10]  # as `up` started it
+    day_before = (dt.date.fromisoformat(as_of) - dt.timedelta(days=1)).isoformat()
+    set_clock(url, token, day_before)
+    Variable.set(WATERMARK_VARIABLE, api_status(url, token)["watermark"], overwrite=True)
+    try:
+        moved = dt.datetime.now(dt.UTC)
+        started = time.monotonic()
+        set_clock(url, token, as_of)  # new data is published
+        poll = run_deployment("quartet-source-watcher/poll", timeout=0, as_subflow=False)
+        triggered = runs_of_full_created_since(moved, as_of, waiting_for=poll)
+        created = time.monotonic() - started
+        assert wait_final(poll.id).state.is_completed()
+        run = wait_final(triggered[0].id)
+        # one event, one run
+        assert [r.id for r in runs_of_full_created_since(moved, as_of, waiting_for=poll)] == [
+            run.id
+        ]
+        print(
+            f"\nclock moved -> triggered run created {created:.1f}s (the watcher's poll "
+            f"included) -> {run.state.type.value} {time.monotonic() - started:.1f}s"
+        )
+        return run
+    finally:
+        # the later tests read the whole year; the watcher's baseline follows, so that no poll
+        # takes the restore for new data
+        set_clock(url, token, published)
+        Variable.set(WATERMARK_VARIABLE, api_status(url, token)["watermark"], overwrite=True)
+
+
+def runs_of_full_created_since(moment, as_of: str, *, waiting_for) -> list:
+    """The runs of ``quartet-pipeline/full`` as of ``as_of`` created after ``moment``; waits for
+    the first one (the watcher's poll ``waiting_for`` emits the event that creates it)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import DeploymentFilter
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    deadline = time.monotonic() + 600
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = [
+                r
+                for r in client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(name={"any_": ["full"]}),
+                    sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+                    limit=50,
+                )
+                if r.created >= moment and r.parameters.get("as_of") == as_of
+            ]
+            if runs:
+                return runs
+            assert time.monotonic() < deadline, (
+                f"no run of quartet-pipeline/full as of {as_of}; the watcher's poll "
+                f"{waiting_for.id} is {flow_run(waiting_for.id).state.type.value}"
+            )
+            time.sleep(1)
+
+
+def test_new_source_data_triggers_a_run_the_ui_shows_on_its_graph(
+    deployed, bare_january, tmp_path
+) -> None:
+    """The as-of trigger, then the UI. New data in the source API (January published): the
+    server's automation runs the ``full`` deployment with that as-of, and the run loads it equal
+    to bare's. That run, opened in a real browser (Debian's chromium, headless, Playwright) on the
+    page ``quartet run prefect --deployed`` links to: the deployed server's UI shows it
+    Completed, from its deployment, its graph drawn with its two subflows; each subflow's page
+    draws a task run per dlt resource or per dbt model."""
+    from prefect import get_client
+
+    from orchestrators.prefect import NEW_DATA_EVENT
+
+    warehouse = fresh_warehouse(NAME)
+    run = run_triggered_by_new_data(deployed, JANUARY)
     assert run.state.is_completed(), run.state.message
+    # Prefect's own record of who started it: the deployment trigger's automation
+    assert run.created_by is not None and run.created_by.type == "AUTOMATION", run.created_by
+    with get_client(sync_client=True) as client:
+        full = client.read_deployment_by_name("quartet-pipeline/full")
+        automation = client.read_automation(run.created_by.id)
+    assert run.deployment_id == full.id
+    assert automation.trigger.expect == {NEW_DATA_EVENT}
+    assert [a.deployment_id for a in automation.actions] == [full.id]
+    assert_same_as_bare(warehouse, bare_january)
     ingestion, transformation = subflow_runs(run.id)
     ui = deployed.api_url().removesuffix("/api")
     shown: dict[str, list] = {}
@@ -323,3 +412,53 @@ def test_token_stays_out_of_logs_and_metadata(deployed, source_api) -> None:
             (f"%{source_api.token}%",),
         )
         assert cur.fetchone() == (0,)  # the Secret block's value is stored encrypted
+
+
+def test_server_killed_mid_run_and_restarted_loses_nothing(deployed) -> None:
+    """Last in the module: it restarts the server. kill -9 of ``prefect server start`` (its
+    process group) while a flow run builds dbt over what the module loaded and a second one waits
+    for the deployment's concurrency slot; ``quartet up`` starts the server again (only it). Both
+    end Completed as the restarted server reports them, and the next submitted run completes."""
+    from prefect.deployments import run_deployment
+
+    def submit():
+        return run_deployment("quartet-transformation/transformation", timeout=0, as_subflow=False)
+
+    warehouse = settings.for_pipeline(NAME).warehouse
+    lock_file = warehouse.with_name(warehouse.name + ".lock")
+    running = submit()
+    deadline = time.monotonic() + 900
+    while "prefect dbt build" not in (lock_file.read_text() if lock_file.exists() else ""):
+        assert time.monotonic() < deadline, f"flow run {running.id} never started dbt"
+        time.sleep(0.2)
+    waiting = submit()  # the deployment runs one at a time: this one waits through the outage
+    server = deployed.topology().service("server")
+    worker_pid = deployed.topology().service("worker").pid
+    os.killpg(server.pid, signal.SIGKILL)  # the server and its background services
+    killed_at = time.monotonic()
+    while server.running():
+        time.sleep(0.1)
+
+    up = quartet("up", NAME, env=deployed_env(), timeout=600)  # starts only what is down
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    restarted = time.monotonic() - killed_at
+    finals = {}
+    for name, run in (("running", running), ("waiting", waiting)):
+        finals[name] = wait_final(run.id, timeout=600)
+        print(
+            f"\n{name} at the kill: {finals[name].state.type.value} "
+            f"{time.monotonic() - killed_at:.1f}s after it, history {state_history(run.id)}"
+        )
+    print(
+        f"server back {restarted:.1f}s after the kill; worker pid "
+        f"{worker_pid} -> {deployed.topology().service('worker').pid}"
+    )
+    assert {name: run.state.type.value for name, run in finals.items()} == {
+        "running": "COMPLETED",
+        "waiting": "COMPLETED",
+    }, {name: run.state.message for name, run in finals.items()}
+
+    submitted = time.monotonic()
+    after = wait_final(submit().id, timeout=600)
+    print(f"next submitted run {after.state.type.value} in {time.monotonic() - submitted:.1f}s")
+    assert after.state.is_completed(), after.state.message
