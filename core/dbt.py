@@ -5,6 +5,11 @@ when a file of the dbt project changes; the orchestrators read their graphs from
 ``@dbt_assets``, Cosmos' ``LoadMode.DBT_MANIFEST``, the canonical lineage). A run builds with
 ``dbt build`` (models and tests interleaved in DAG order, so a failing test skips what is
 downstream of it) into a target dir of its own, seeded with the prepared partial-parse state.
+
+A long-lived process that builds many times (Temporal's worker: one ``dbt build`` per model) can
+keep dbt's parsed Manifest between builds (:func:`reusing_manifest`), as dbt documents for
+programmatic invocations (``dbtRunner(manifest=...)``): each build then skips loading and checking
+the project's files. One-shot callers build once and parse as before.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,12 +84,70 @@ def _base_args(target_dir: Path, log_dir: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def _invoke(args: list[str], callbacks: list[Callable] | None = None):
+def _invoke(args: list[str], callbacks: list[Callable] | None = None, manifest=None):
     from dbt.cli.main import dbtRunner  # dbt import costs ~4 s: only when dbt runs
 
     os.environ.setdefault(settings.WAREHOUSE_ENV, str(settings.warehouse_dir() / "_parse.duckdb"))
     settings.export_duckdb_memory_limit()  # the same profile for parse and build: partial parsing
-    return dbtRunner(callbacks=callbacks or []).invoke(args)
+    return dbtRunner(manifest=manifest, callbacks=callbacks or []).invoke(args)
+
+
+class _ParsedManifest:
+    """dbt's parsed Manifest, kept by a long-lived process between builds.
+
+    It is kept with what it was parsed from: the project's files (their fingerprint), the parse's
+    arguments (target dir, vars) and the environment the profile and project read (warehouse,
+    dbt target, PostgreSQL settings): a change in any of them parses again. A build compiles its
+    nodes into the Manifest (dbt mutates it), so builds that share it run one at a time.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # held by the build using the Manifest
+        self.users = 0  # open reusing_manifest() blocks; none: every build parses for itself
+        self.users_lock = threading.Lock()  # not the build's: opening a block never waits a build
+        self.key: tuple | None = None
+        self.manifest = None
+
+    def get(self, parse_args: list[str]):
+        """The Manifest for ``parse_args`` here and now, parsed if the kept one does not match;
+        None if dbt cannot parse (the build then runs without it and reports why)."""
+        key = (
+            project_fingerprint(),
+            tuple(parse_args),
+            tuple(
+                sorted((k, v) for k, v in os.environ.items() if k.startswith(("QUARTET_", "DBT_")))
+            ),
+        )
+        if key != self.key:
+            self.key, self.manifest = None, None
+            result = _invoke(parse_args)
+            if result.success and result.result is not None:
+                self.key, self.manifest = key, result.result
+        return self.manifest
+
+    def drop(self) -> None:
+        self.key, self.manifest = None, None
+
+
+_PARSED = _ParsedManifest()
+
+
+@contextmanager
+def reusing_manifest() -> Iterator[None]:
+    """Within the block, :func:`build` reuses one parsed Manifest across builds of this process.
+
+    For a process that builds many times with the project unchanged (a worker); a model edited
+    while the block is open is parsed again at the next build, like any project change.
+    """
+    with _PARSED.users_lock:
+        _PARSED.users += 1
+    try:
+        yield
+    finally:
+        with _PARSED.users_lock:
+            _PARSED.users -= 1
+            if not _PARSED.users:
+                _PARSED.drop()
 
 
 def release_warehouse() -> None:
@@ -147,15 +212,16 @@ def build(
     prepare_manifest()
     seed_partial_parse(pipeline.dbt_target_dir)
     os.environ[settings.WAREHOUSE_ENV] = str(pipeline.warehouse)
-    args = ["build", "--quiet", *_base_args(pipeline.dbt_target_dir, pipeline.dbt_log_dir)]
+    common = ["--quiet", *_base_args(pipeline.dbt_target_dir, pipeline.dbt_log_dir)]
+    if extra_vars:
+        common += ["--vars", json.dumps(extra_vars)]
+    args = ["build", *common]
     if select:
         args += ["--select", *select]
     if exclude:
         args += ["--exclude", *exclude]
     if full_refresh:
         args.append("--full-refresh")
-    if extra_vars:
-        args += ["--vars", json.dumps(extra_vars)]
 
     nodes: list[NodeResult] = []
 
@@ -187,7 +253,7 @@ def build(
 
     started = time.perf_counter()
     try:
-        result = _invoke(args, [callback])
+        result = _build(args, ["parse", *common], [callback])
     finally:
         release_warehouse()
     build_result = BuildResult(nodes=nodes, seconds=time.perf_counter() - started)
@@ -198,6 +264,17 @@ def build(
     if not result.success or any(n.status != RunStatus.Skipped for n in failures):
         raise DbtBuildError(failure_report(failures), failures)
     return build_result
+
+
+def _build(args: list[str], parse_args: list[str], callbacks: list[Callable]):
+    """dbt build, with the kept Manifest inside a :func:`reusing_manifest` block."""
+    if not _PARSED.users:
+        return _invoke(args, callbacks)
+    with _PARSED.lock:
+        result = _invoke(args, callbacks, manifest=_PARSED.get(parse_args))
+        if result.exception is not None:  # dbt stopped part-way: the Manifest may be half-updated
+            _PARSED.drop()
+        return result
 
 
 def failure_report(

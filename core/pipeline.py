@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dlt
+from dlt.common.runtime.collector import Collector
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from core import dbt, settings, warehouse
@@ -54,12 +55,77 @@ def _print(message: str) -> None:
     print(message, flush=True)
 
 
-def dlt_pipeline(pipeline: settings.PipelineSettings, unit: str | None = None) -> dlt.Pipeline:
+#: ``RESOURCE:STEP`` (STEP: extract, normalize or load): the reliability matrix's kill point
+#: inside one of dlt's steps (core/reliability.py sets it for the one run it kills; ADR 0017)
+PAUSE_ENV = "QUARTET_PAUSE_AT"
+PAUSE_STEPS = ("extract", "normalize", "load")
+#: a paused process nobody killed gives up (the matrix kills within a second of the marker)
+PAUSE_SECONDS = 600
+
+
+def pause_marker(resource: str, step: str, home: Path | None = None) -> Path:
+    """The file a process paused at ``resource:step`` writes (in its QUARTET_HOME)."""
+    return (home or settings.home()) / f"paused-at-{resource}-{step}"
+
+
+class PausePoint(Collector):
+    """Stops the process inside one of dlt's steps, deterministically, for a kill -9 there.
+
+    dlt reports each step's progress to the pipeline's collector (``dlt.pipeline(progress=)``),
+    from the process that runs the step. The pause comes at the first progress that proves the
+    step is under way and unfinished: in extract, the resource's first page written to the
+    package being extracted; in normalize, the first file normalized, before the package is
+    committed; in load, the first job loaded, before the package is complete. There the process
+    writes :func:`pause_marker` and sleeps; the matrix sees the marker and kills the whole tree.
+    """
+
+    def __init__(self, resource: str, step: str) -> None:
+        self.resource, self.pause_step = resource, step
+        self.step = ""
+
+    def update(self, name, inc=1, total=None, inc_total=None, message=None, label=None) -> None:
+        progressed = {
+            "extract": self.step.startswith("Extract") and name == self.resource,
+            "normalize": self.step.startswith("Normalize") and name == "Files",
+            "load": self.step.startswith("Load") and name == "Jobs" and not label,
+        }[self.pause_step]
+        if progressed and inc > 0:
+            marker = pause_marker(self.resource, self.pause_step)
+            marker.write_text(f"pid {os.getpid()}: {self.step}\n")
+            time.sleep(PAUSE_SECONDS)
+            raise RuntimeError(f"{PAUSE_ENV}: paused {PAUSE_SECONDS}s at {marker}, never killed")
+
+    def _start(self, step: str) -> None:
+        pass
+
+    def _stop(self) -> None:
+        pass
+
+
+def pause_point(resources: Sequence[str]) -> PausePoint | None:
+    """The pause point ``QUARTET_PAUSE_AT`` asks for, if this load includes its resource; None
+    (dlt's default: no collector) when the variable is unset, which is every run but the
+    matrix's."""
+    wanted = os.environ.get(PAUSE_ENV)
+    if not wanted:
+        return None
+    resource, _, step = wanted.partition(":")
+    if step not in PAUSE_STEPS:
+        raise ValueError(f"{PAUSE_ENV}={wanted!r}: expected RESOURCE:{'|'.join(PAUSE_STEPS)}")
+    return PausePoint(resource, step) if resource in resources else None
+
+
+def dlt_pipeline(
+    pipeline: settings.PipelineSettings,
+    unit: str | None = None,
+    progress: Collector | None = None,
+) -> dlt.Pipeline:
     """The dlt pipeline of a named run: its own name and working dir, the shared warehouse path.
 
     On PostgreSQL (``pipeline.warehouse_url``), ``unit`` names a concurrent ingestion unit (one
     resource): it gets a dlt pipeline (name, working dir, state) of its own, so units can run at
-    once; DuckDB runs keep one dlt pipeline per run name.
+    once; DuckDB runs keep one dlt pipeline per run name. ``progress``: dlt's collector (only the
+    reliability matrix's :class:`PausePoint`).
     """
     if pipeline.warehouse_url:
         from urllib.parse import urlsplit
@@ -72,6 +138,7 @@ def dlt_pipeline(pipeline: settings.PipelineSettings, unit: str | None = None) -
             pipelines_dir=str(pipeline.pipelines_dir / f"postgres_{where}{suffix}"),
             destination=dlt.destinations.postgres(credentials=pipeline.warehouse_url),
             dataset_name=settings.RAW_SCHEMA,
+            progress=progress,
         )
     from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
@@ -84,6 +151,7 @@ def dlt_pipeline(pipeline: settings.PipelineSettings, unit: str | None = None) -
             DuckDbCredentials(str(pipeline.warehouse), global_config=memory)
         ),
         dataset_name=settings.RAW_SCHEMA,
+        progress=progress,
     )
 
 
@@ -213,7 +281,8 @@ def ingest(
         warehouse.check_connection(location)
         before = warehouse.table_counts(location, (settings.RAW_SCHEMA,))
         source = flights_source(config, run_window, base_url=base_url, token=token)
-        p = settle_pending(dlt_pipeline(pipeline, unit), pipeline, log=log)
+        progress = pause_point(run_window.resources)
+        p = settle_pending(dlt_pipeline(pipeline, unit, progress), pipeline, log=log)
         try:
             _run_dlt(p, source, warehouse.loader_file_format(location, config.loader_file_format))
         except PipelineStepFailed as exc:

@@ -67,6 +67,9 @@ class Case:
     crash: bool = False
     #: for a crash: kill as soon as this holds for the printed lines (else at 35% of a good run)
     kill_when: Callable[[list[str]], bool] | None = None
+    #: for a crash: kill at this pause point inside dlt (``RESOURCE:STEP``, core.pipeline's
+    #: QUARTET_PAUSE_AT), as soon as the paused process writes its marker
+    pause_at: str | None = None
     #: for cases that run more than the one broken command (concurrency): replaces it
     runner: Callable[[Matrix, Case], Outcome] | None = None
     #: a case about orchestrators only (their environments, two of them at once)
@@ -436,6 +439,12 @@ CASES: dict[str, Case] = {
              runner=_other_at_once, orchestrators_only=True),
         Case("kill-9", "kill -9 of the whole tree during ingestion (35% of a good run), then a plain rerun", "", _deleted,
              crash=True),
+        Case("kill-9-extract", "kill -9 inside dlt's extract of flights (its first page extracted), then a plain rerun", "", _flags("--as-of", FEBRUARY),
+             crash=True, pause_at="flights:extract", recover_as_of=FEBRUARY),
+        Case("kill-9-normalize", "kill -9 inside dlt's normalize of flights (a file normalized, the package not committed), then a plain rerun", "", _flags("--as-of", FEBRUARY),
+             crash=True, pause_at="flights:normalize", recover_as_of=FEBRUARY),
+        Case("kill-9-load", "kill -9 inside dlt's load of flights (a job loaded, the package not complete), then a plain rerun", "", _flags("--as-of", FEBRUARY),
+             crash=True, pause_at="flights:load", recover_as_of=FEBRUARY),
         Case("kill-9-mid-dbt", "kill -9 right after the first dbt model, then a plain rerun", "", _deleted,
              crash=True, kill_when=_first_model_built),
         Case("kill-9-after-dbt", "kill -9 after the last dbt model, before success, then a plain rerun", "", _deleted,
@@ -443,7 +452,7 @@ CASES: dict[str, Case] = {
     ]
 }  # fmt: skip
 
-#: the cases the test suite runs for every pipeline (the rest: `quartet reliability`)
+#: the cases the test suite runs for bare (the rest: `quartet reliability`)
 SUITE_CASES = (
     "wrong-token",
     "malformed-wrong-type",
@@ -452,6 +461,25 @@ SUITE_CASES = (
     "twice-at-once",
     "kill-9",
 )
+
+#: each orchestrator's kill point in the suite: one each (an orchestrator's case costs 30-150 s),
+#: rotated so that the four together cover dlt's extract, normalize and load and the dbt build.
+#: The earliest point goes to the slowest orchestrator (Airflow), where the kill comes soonest
+SUITE_KILL_POINTS = {
+    "airflow": "kill-9-extract",
+    "dagster": "kill-9-normalize",
+    "prefect": "kill-9-load",
+    "temporal": "kill-9-mid-dbt",
+}
+
+
+def suite_cases(name: str) -> tuple[str, ...]:
+    """The cases the test suite runs for ``name``: bare's six, or for an orchestrator the
+    defects users hit (a wrong token, a malformed record) and its kill point, which comes last:
+    a crash is always followed by the next good run, which must equal bare."""
+    if name == "bare":
+        return SUITE_CASES
+    return ("wrong-token", "malformed-wrong-type", SUITE_KILL_POINTS[name])
 
 
 #: process groups of the runs under way (several at once in the concurrency cases): each run is
@@ -469,11 +497,13 @@ def run_command(
     *,
     kill_after: float | None = None,
     kill_when: Callable[[list[str]], bool] | None = None,
+    kill_at: Path | None = None,
     timeout: float = 900,
 ) -> tuple[int | None, float, str]:
     """Run ``argv`` in its own process group; kill -9 its whole tree after ``kill_after``
-    seconds, or as soon as ``kill_when`` holds for the lines it has printed so far. The code is
-    None when the kill happened, the run's own exit code when it ended first."""
+    seconds, as soon as ``kill_when`` holds for the lines it has printed so far, or as soon as
+    the file ``kill_at`` exists (a pause point's marker). The code is None when the kill
+    happened, the run's own exit code when it ended first."""
     started = time.monotonic()
     proc = subprocess.Popen(
         argv,
@@ -486,7 +516,7 @@ def run_command(
     )
     _RUNNING.add(proc.pid)
     try:
-        return _follow(proc, started, kill_after, kill_when, timeout)
+        return _follow(proc, started, kill_after, kill_when, kill_at, timeout)
     except BaseException:  # Ctrl-C or SIGTERM to the matrix, raised in this thread
         stop_group(proc.pid, timeout=10)
         raise
@@ -505,12 +535,20 @@ def _follow(
     started: float,
     kill_after: float | None,
     kill_when: Callable[[list[str]], bool] | None,
+    kill_at: Path | None,
     timeout: float,
 ) -> tuple[int | None, float, str]:
     import threading
 
     lines: list[str] = []
     reached = threading.Event()
+
+    def watch() -> None:  # the paused process may be a worker whose output nobody relays
+        assert kill_at is not None
+        while proc.poll() is None and not reached.is_set():
+            if kill_at.exists():
+                reached.set()
+            time.sleep(0.2)
 
     def read() -> None:
         assert proc.stdout is not None
@@ -522,8 +560,10 @@ def _follow(
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
+    if kill_at is not None:
+        threading.Thread(target=watch, daemon=True).start()
     reached.wait(kill_after or timeout)
-    if proc.poll() is None and reader.is_alive() and (kill_after or kill_when):
+    if proc.poll() is None and reader.is_alive() and (kill_after or kill_when or kill_at):
         tree = process_tree(proc.pid)
         for pid in tree:  # the whole tree at once, as a crash or the OOM killer would
             with contextlib.suppress(ProcessLookupError):
@@ -586,6 +626,7 @@ class Matrix:
             settings.SOURCE_API_TOKEN_ENV: token,
         }
         self.good_seconds = 0.0
+        self.good_output = ""
         self.references: dict[str, object] = {}
 
     @property
@@ -599,6 +640,7 @@ class Matrix:
         code, seconds, output = run_command(
             quartet_argv(self.ctx.name, ["--as-of", as_of]), self.env
         )
+        self.good_output = output
         self.good_seconds = self.good_seconds or seconds
         if code != 0:
             return False, output[-2000:]
@@ -607,6 +649,16 @@ class Matrix:
         if not differences and as_of == JANUARY and not self.saved.exists():
             shutil.copytree(self.ctx.home, self.saved, symlinks=True)
         return not differences, "" if not differences else f"differs from bare: {differences[:3]}"
+
+    def settled(self) -> str:
+        """What the last good run said it did with what an earlier run left in dlt's working
+        folder (core.pipeline.settle_pending), as far as its output shows it."""
+        said = [
+            line.strip()
+            for line in self.good_output.splitlines()
+            if "left unfinished" in line or "resetting dlt's state" in line
+        ]
+        return " / ".join(said)[:400] or "no pending dlt package reported in its output"
 
     def bare_as_of(self, as_of: str):
         """Bare's fingerprint as of ``as_of`` (one bare run in a home of its own, kept)."""
@@ -641,21 +693,34 @@ class Matrix:
                 flags, env = case.setup(self.ctx, stack)
             except CaseNotApplicable as why:
                 return Outcome(case.id, self.ctx.name, True, None, 0.0, str(why), applicable=False)
-            timed = case.crash and case.kill_when is None
+            pointed = case.kill_when is not None or case.pause_at is not None
+            marker = None
+            if case.pause_at is not None:
+                from core.pipeline import PAUSE_ENV, pause_marker  # dlt: imported when needed
+
+                resource, _, step = case.pause_at.partition(":")
+                marker = pause_marker(resource, step, self.ctx.home)
+                env = {**env, PAUSE_ENV: case.pause_at}
             code, seconds, output = run_command(
                 quartet_argv(self.ctx.name, flags or ["--as-of", JANUARY]),
                 {**self.env, **env},
-                kill_after=max(3.0, 0.35 * self.good_seconds) if timed else None,
+                kill_after=max(3.0, 0.35 * self.good_seconds)
+                if case.crash and not pointed
+                else None,
                 kill_when=case.kill_when,
+                kill_at=marker,
             )
         message = _last_error_line(output, case.needle)
         outcome = Outcome(case.id, self.ctx.name, False, code, seconds, message)
         if case.crash:
-            # a kill on a printed line must have happened; the timed one may come after the end
-            killed = code is None or (case.kill_when is None and code == 0)
+            # a kill at a point must have happened; the timed one may come after the end
+            killed = code is None or (not pointed and code == 0)
             outcome.ok = killed and "left running after kill -9" not in output
-            if code is not None and case.kill_when is not None:
+            if code is not None and pointed:
                 outcome.message = f"the run ended (exit {code}) before the kill point"
+            elif marker is not None:
+                paused = marker.read_text().strip() if marker.exists() else "?"
+                outcome.message = f"killed at {case.pause_at} ({paused})"
         elif case.expect_failure:
             outcome.unchanged = _kept(before, case.kept) == _kept(
                 fingerprint(self.ctx.warehouse), case.kept
@@ -674,6 +739,8 @@ class Matrix:
             return outcome
         recovered, why = self.good_run(as_of)
         outcome.recovered = recovered
+        if outcome.message.startswith("killed at"):
+            outcome.message += f" | the rerun: {self.settled()}"
         if not recovered:
             outcome.ok = False
             outcome.message += f" | next good run: {why[-300:]}"
@@ -714,7 +781,8 @@ def render(outcomes: list[Outcome], names: list[str]) -> str:
         "  healthy source, equal to bare as of February: an orchestrator's units that ran beside",
         "  the failing one keep their loads (ADR 0017);",
         "- kill -9 of the whole process tree (of a run rebuilding a deleted warehouse, so that it",
-        "  really loads): no process left behind;",
+        "  really loads; inside dlt's steps, of a February run): no process left behind, and the",
+        "  plain rerun equals bare (as of the same day);",
         "- always: the next good run succeeds with bare's fingerprint (nothing is wedged) and the",
         "  source API token appears nowhere in the home (logs, orchestrator homes, metadata DBs).",
         "",
@@ -742,13 +810,17 @@ def render(outcomes: list[Outcome], names: list[str]) -> str:
         "",
         "## Notes",
         "",
-        "- The test suite runs " + ", ".join(f"`{c}`" for c in SUITE_CASES) + " for every",
-        "  pipeline (tests/parity/test_reliability.py); the rest run here (every case for every",
-        "  pipeline is longer than the suite's time budget).",
-        "- Kill points: during ingestion (35% of the pipeline's good January run), right after the",
-        "  first dbt model's progress line, and after the last model's, before the run reports",
-        "  success. Kills inside dlt's extract, normalize and load steps one by one are not staged:",
-        "  they need a pause point inside the shared pipeline.",
+        "- The test suite (tests/parity/test_reliability.py, one test per pipeline) runs "
+        + ", ".join(f"`{c}`" for c in SUITE_CASES)
+        + " for bare, and for each orchestrator `wrong-token`, `malformed-wrong-type` and one",
+        "  kill point: " + ", ".join(f"{n} `{c}`" for n, c in SUITE_KILL_POINTS.items()) + ";",
+        "  the rest run here (every case for every pipeline is longer than the suite's budget).",
+        "- Kill points: during ingestion (35% of the pipeline's good January run); inside dlt's",
+        "  extract, normalize and load of flights in a February run on the January warehouse, at a",
+        "  pause point of core/pipeline.py (`QUARTET_PAUSE_AT=flights:STEP`: the process writes a",
+        "  marker and sleeps, the matrix kills the tree; the rerun, as of February, must equal bare",
+        "  as of February: no duplicate, no lost row); right after the first dbt model's progress",
+        "  line; and after the last model's, before the run reports success.",
         "- The full disk is a tmpfs mounted on the warehouse folder, 1 MiB larger than its content",
         "  (root may mount here; where a process may not, the cell says `n/a` and why).",
         "- A bad value that only a dbt test rejects keeps its row in raw and blocks the marts until",

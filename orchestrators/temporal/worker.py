@@ -3,10 +3,11 @@
 Two pollers in one process, sharing one thread pool for the synchronous activities:
 
 * TASK_QUEUE: the workflows and the light activities (plan, source status, alert);
-* WAREHOUSE_TASK_QUEUE: ingestion and dbt, with :func:`warehouse_slots` as
-  ``max_concurrent_activities``. On DuckDB one slot per worker; across several workers the
-  warehouse's writer lock (a file lock the kernel drops when its holder dies) admits one writer
-  at a time, and a waiting activity heartbeats while it waits. On PostgreSQL one slot per
+* WAREHOUSE_TASK_QUEUE: ingestion and dbt (one parsed dbt Manifest reused by every
+  ``build_model``, parsed again when the project changes: core.dbt.reusing_manifest), with
+  :func:`warehouse_slots` as ``max_concurrent_activities``. On DuckDB one slot per worker;
+  across several workers the warehouse's writer lock (a file lock the kernel drops when its
+  holder dies) admits one writer at a time, and a waiting activity heartbeats while it waits. On PostgreSQL one slot per
   ingestion unit, so that the units a workflow starts at once also run at once.
 
 The source API's URL and token are this process's configuration (SOURCE_API_URL /
@@ -52,8 +53,11 @@ LIGHT_THREADS = 3
 @contextlib.asynccontextmanager
 async def workers(client: Client, activities: PipelineActivities) -> AsyncIterator[None]:
     """Both Workers of one worker process, polling until the block ends."""
+    from core import dbt
+
     slots = warehouse_slots()
-    with ThreadPoolExecutor(max_workers=slots + LIGHT_THREADS) as executor:
+    # one dbt build per model: the worker parses the project once, not once per model
+    with dbt.reusing_manifest(), ThreadPoolExecutor(max_workers=slots + LIGHT_THREADS) as executor:
         async with (
             Worker(
                 client,

@@ -135,3 +135,17 @@ def test_compare_names_the_table_and_row_that_differ(bare_january, quartet_home)
         assert differing == ["marts.fct_flights"]
     finally:
         altered.unlink()
+
+
+def test_the_pause_point_is_inert_unless_asked_for_and_names_a_bad_value(monkeypatch):
+    """The reliability matrix's kill point inside dlt's steps: no collector in any other run."""
+    from core.pipeline import PAUSE_ENV, PausePoint, pause_point
+
+    monkeypatch.delenv(PAUSE_ENV, raising=False)
+    assert pause_point(["flights", "weather"]) is None
+    monkeypatch.setenv(PAUSE_ENV, "flights:load")
+    assert isinstance(pause_point(["flights"]), PausePoint)
+    assert pause_point(["weather"]) is None  # a unit without flights is never paused
+    monkeypatch.setenv(PAUSE_ENV, "flights:transform")
+    with pytest.raises(ValueError, match=PAUSE_ENV):
+        pause_point(["flights"])
