@@ -297,7 +297,7 @@ def write_result(out_dir: Path, name: str, payload: dict) -> Path:
     return path
 
 
-def _summarise(results: list[Measurement], names: list[str]) -> dict:
+def summarise(results: list[Measurement], names: list[str]) -> dict:
     summary = {}
     for each in names:
         mine = [m for m in results if m.name == each and m.exit_code == 0]
@@ -366,7 +366,7 @@ def bench_scaling(out_dir: Path, scales: tuple[int, ...], repeat: int) -> int:
                 + ("ok" if m.exit_code == 0 else f"FAILED (exit {m.exit_code})"),
                 flush=True,
             )
-    summary = _summarise(results, [f"scale-{n}" for n in scales])
+    summary = summarise(results, [f"scale-{n}" for n in scales])
     base = summary.get(f"scale-{scales[0]}")
     for n in scales:
         s = summary.get(f"scale-{n}")
@@ -409,61 +409,83 @@ def main(
             return bench_scaling(out_dir, (1, 3, 10), repeat)
         if name == "charts":
             return 0
+        names = only or list(settings.ORCHESTRATORS)
         if name == "deployed":
             from core.bench_deployed import bench_deployed
 
-            names = only or list(settings.ORCHESTRATORS)
             return bench_deployed(names, out_dir, repeat=repeat, as_of=as_of)
+        if name == "all":
+            from core.bench_overhead import bench_overhead
+
+            return bench_overhead(names, out_dir, repeat=repeat, as_of=as_of)
         return bench_pipelines(name, out_dir, repeat=repeat, scale=scale, as_of=as_of)
     finally:
         if charts and name != "source-api":
             render_charts(out_dir)
 
 
+def alternate(
+    names: list[str],
+    env: dict[str, str],
+    out_dir: Path,
+    *,
+    repeat: int,
+    as_of: str | None,
+    scale: int = 1,
+    variants: dict[str, dict[str, str]] | None = None,
+    label: str = "run",
+) -> list[Measurement]:
+    """``repeat`` rounds of one run of each of ``names`` in turn, each into a fresh warehouse.
+
+    A variant's name runs bare's pipeline with the variant's environment (``"_root": DIR`` runs
+    the bare pipeline of another checkout, with its own state under that root)."""
+    variants = variants or {}
+    results: list[Measurement] = []
+    for i in range(repeat):
+        for each in names:
+            reset(each if each not in variants else "bare")
+            extra = dict(variants.get(each, {}))
+            root = extra.pop("_root", None)
+            run_env = {**env, **extra}
+            cwd = None
+            if root:
+                cwd = Path(root).resolve()
+                run_env["PYTHONPATH"] = str(cwd)
+                run_env["QUARTET_HOME"] = str(cwd)
+                for stale in (cwd / "warehouse" / "bare.duckdb", cwd / ".quartet" / "bare"):
+                    if stale.is_dir():
+                        shutil.rmtree(stale, ignore_errors=True)
+                    else:
+                        stale.unlink(missing_ok=True)
+            argv = command("bare" if each in variants else each, as_of)
+            m = measure(each, argv, run_env, out_dir / f"{each}-{i}.log", cwd=cwd, scale=scale)
+            results.append(m)
+            status = (
+                "ok"
+                if m.exit_code == 0
+                else f"FAILED (exit {m.exit_code}, see {out_dir}/{each}-{i}.log)"
+            )
+            print(
+                f"{label} {i + 1}/{repeat} {each:12s} {m.seconds:7.1f}s  CPU {m.cpu_seconds:6.1f}s  "
+                f"peak RSS {m.peak_rss_mb:7.0f} MB  load {load_average():4.1f}  {status}",
+                flush=True,
+            )
+    return results
+
+
 def bench_pipelines(name: str, out_dir: Path, *, repeat: int, scale: int, as_of: str | None) -> int:
     from core.source_api import SourceAPIConfig, running_source_api
 
     variants = _variants()
-    names = (
-        ["bare", *variants]
-        if name == "bare"
-        else ["bare", *(settings.ORCHESTRATORS if name == "all" else [name])]
-    )
+    names = ["bare", *variants] if name == "bare" else ["bare", name]
     env = {**os.environ, "QUARTET_SCALE": str(scale)}
     env.pop("QUARTET_BENCH_VARIANTS", None)
-    results: list[Measurement] = []
     with running_source_api(SourceAPIConfig(scale=scale)) as (url, token):
         env.update({settings.SOURCE_API_URL_ENV: url, settings.SOURCE_API_TOKEN_ENV: token})
-        for i in range(repeat):
-            for each in names:
-                reset(each if each not in variants else "bare")
-                extra = dict(variants.get(each, {}))
-                root = extra.pop("_root", None)
-                run_env = {**env, **extra}
-                cwd = None
-                if root:  # another checkout's bare pipeline, its own state under its root
-                    cwd = Path(root).resolve()
-                    run_env["PYTHONPATH"] = str(cwd)
-                    run_env["QUARTET_HOME"] = str(cwd)
-                    for stale in (cwd / "warehouse" / "bare.duckdb", cwd / ".quartet" / "bare"):
-                        if stale.is_dir():
-                            shutil.rmtree(stale, ignore_errors=True)
-                        else:
-                            stale.unlink(missing_ok=True)
-                argv = command("bare" if each in variants else each, as_of)
-                m = measure(each, argv, run_env, out_dir / f"{each}-{i}.log", cwd=cwd, scale=scale)
-                results.append(m)
-                status = (
-                    "ok"
-                    if m.exit_code == 0
-                    else f"FAILED (exit {m.exit_code}, see {out_dir}/{each}-{i}.log)"
-                )
-                print(
-                    f"run {i + 1}/{repeat} {each:12s} {m.seconds:7.1f}s  CPU {m.cpu_seconds:6.1f}s  "
-                    f"peak RSS {m.peak_rss_mb:7.0f} MB  load {load_average():4.1f}  {status}",
-                    flush=True,
-                )
-    summary = _summarise(results, names)
+        results = alternate(
+            names, env, out_dir, repeat=repeat, as_of=as_of, scale=scale, variants=variants
+        )
+    summary = summarise(results, names)
     base = summary.get("bare")
     print(f"\nfull year (scale {scale}), medians of {repeat} alternating runs:")
     print(
@@ -587,6 +609,12 @@ def render_charts(out_dir: Path, img_dir: Path | None = None) -> list[Path]:
     deployed = _latest(out_dir, "deployed")
     if deployed and deployed["deployed"]:
         written.append(_deployed_chart(plt, deployed, img_dir / "bench-deployed.png"))
+    # 4. the overhead comparison: dev and deployed beside bare (`quartet bench all`)
+    overhead = _latest(out_dir, "overhead")
+    if overhead and overhead["orchestrators"]:
+        from core.bench_overhead import chart
+
+        written.append(chart(plt, overhead, img_dir / "bench-overhead.png"))
     for path in written:
         print(f"chart -> {path}")
     return written

@@ -330,7 +330,7 @@ def parser() -> argparse.ArgumentParser:
         "--only",
         action="append",
         choices=settings.ORCHESTRATORS,
-        help="with deployed: this orchestrator (repeatable; default: all four)",
+        help="with all or deployed: this orchestrator (repeatable; default: all four)",
     )
     bench.set_defaults(func=cmd_bench)
 

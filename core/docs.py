@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from core import lineage, settings
 
@@ -24,6 +25,25 @@ orchestrator's graph is read from what that orchestrator itself declares (asset 
 flow tasks, workflow plan) and mapped onto these ids; the parity suite holds each against the
 canonical graph, built from the dlt source's schema and the dbt manifest.
 """
+
+
+def write_generated(doc: Path, key: str, generated: str, *, heading: str) -> None:
+    """Put ``generated`` between the ``<!-- key:begin -->`` and ``<!-- key:end -->`` markers of
+    ``doc`` (replacing what was there), or under ``heading`` (appended if missing) the first time.
+
+    The pages' generated parts (timelines, the overhead comparison) are written by the code that
+    measured them, so that a figure in the docs is always the one the last run produced."""
+    begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
+    block = f"{begin}\n{generated.strip()}\n{end}"
+    text = doc.read_text()
+    if begin in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    elif heading in text:
+        text = text.replace(heading, f"{heading}\n\n{block}", 1)
+    else:
+        text = text.rstrip("\n") + f"\n\n{heading}\n\n{block}\n"
+    doc.write_text(text)
 
 
 def orchestrator_graph(name: str) -> lineage.Graph:

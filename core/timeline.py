@@ -41,6 +41,16 @@ BARE_INGEST = re.compile(r"^\[bare\] ingest .* in (?P<seconds>[\d.]+)s$")
 BARE_NODE = re.compile(r"^\[bare\]   (?P<type>\w+) (?P<name>\S+): .*\((?P<seconds>[\d.]+)s\)$")
 
 
+def reader_home(argv: list[str] | None, *, prog: str) -> Path:
+    """The ``--home`` of an orchestrator's reader (``python -m orchestrators.<name>.timeline``),
+    exported as QUARTET_HOME before the orchestrator reads its settings from it."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--home", type=Path, required=True, help="the run's QUARTET_HOME")
+    home = parser.parse_args(argv).home.resolve()
+    os.environ["QUARTET_HOME"] = str(home)
+    return home
+
+
 def command(name: str, as_of: str) -> list[str]:
     """The user's dev-mode run, in the pipeline's own environment."""
     if name == "bare":
@@ -303,12 +313,12 @@ def render(runs: dict[str, dict], img_dir: Path, doc: Path | None) -> list[Path]
 
 
 def write_section(doc: Path, runs: dict[str, dict]) -> None:
-    """Replace (or append) the Timelines section's generated part, between its markers."""
-    begin, end = "<!-- timeline:begin -->", "<!-- timeline:end -->"
+    """Replace (or add) the Timelines section's generated part."""
+    from core.docs import write_generated
+
     stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(runs["bare"]["wall"]["start"]))
     generated = "\n".join(
         [
-            begin,
             f"Runs of {stamp} UTC, as of {runs['bare']['as_of']}, one after another, each in a "
             "fresh QUARTET_HOME (seconds; load: the 1-minute load average as each run ended):",
             "",
@@ -319,18 +329,9 @@ def write_section(doc: Path, runs: dict[str, dict]) -> None:
             phases(runs),
             "",
             *(f"![{name}](img/timeline-{name}.png)\n" for name in runs),
-            end,
         ]
     )
-    text = doc.read_text()
-    if begin in text:
-        head, rest = text.split(begin, 1)
-        text = head + generated + rest.split(end, 1)[1]
-    elif SECTION in text:
-        text = text.replace(SECTION, f"{SECTION}\n\n{generated}", 1)
-    else:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{generated}\n"
-    doc.write_text(text)
+    write_generated(doc, "timeline", generated, heading=SECTION)
 
 
 def latest(out_dir: Path) -> dict | None:

@@ -8,18 +8,14 @@ and one unit per task instance (its ``start_date`` and ``end_date``).
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
-from pathlib import Path
+
+from core.timeline import reader_home
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orchestrators.airflow.timeline")
-    parser.add_argument("--home", type=Path, required=True, help="the run's QUARTET_HOME")
-    args = parser.parse_args(argv)
-    os.environ["QUARTET_HOME"] = str(args.home.resolve())
+    reader_home(argv, prog="python -m orchestrators.airflow.timeline")
 
     from orchestrators.airflow import PIPELINE_DAG, environment
 

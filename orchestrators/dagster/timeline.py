@@ -10,11 +10,10 @@ evaluation is logged when dbt reports the node finished, with dbt's ``Execution 
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
-from pathlib import Path
+
+from core.timeline import reader_home
 
 
 def _seconds(metadata) -> float:
@@ -69,10 +68,7 @@ def _node(name: str, kind: str, end: float, seconds: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orchestrators.dagster.timeline")
-    parser.add_argument("--home", type=Path, required=True, help="the run's QUARTET_HOME")
-    args = parser.parse_args(argv)
-    os.environ["QUARTET_HOME"] = str(args.home.resolve())  # before the project reads settings
+    home = reader_home(argv, prog="python -m orchestrators.dagster.timeline")
 
     import dagster as dg
 
@@ -82,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     with dg.DagsterInstance.get() as instance:
         records = instance.get_run_records(limit=1)  # newest first
         if not records:
-            raise SystemExit(f"no Dagster run in {args.home}")
+            raise SystemExit(f"no Dagster run in {home}")
         record = records[0]
         run_id = record.dagster_run.run_id
         print(

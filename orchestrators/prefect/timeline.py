@@ -11,12 +11,12 @@ end_time.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 import sys
-from pathlib import Path
+
+from core.timeline import reader_home
 
 PIPELINE_FLOW = "quartet-pipeline"
 #: task run names: ``ingest flights`` (flows.ingest_task), ``model x`` / ``test y`` (prefect-dbt)
@@ -76,10 +76,7 @@ async def read() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orchestrators.prefect.timeline")
-    parser.add_argument("--home", type=Path, required=True, help="the run's QUARTET_HOME")
-    args = parser.parse_args(argv)
-    os.environ["QUARTET_HOME"] = str(args.home.resolve())
+    reader_home(argv, prog="python -m orchestrators.prefect.timeline")
 
     from orchestrators.prefect import configure
 

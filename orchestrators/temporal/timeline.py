@@ -11,11 +11,10 @@ was scheduled: the wait for a worker between the two is the orchestrator's).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import os
-from pathlib import Path
+
+from core.timeline import reader_home
 
 #: the activities that are units: which field of their input names the unit, and its kind
 UNITS = {"ingest_resource": ("resource", "ingest"), "build_model": ("model", "dbt")}
@@ -64,10 +63,7 @@ async def read(address: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orchestrators.temporal.timeline")
-    parser.add_argument("--home", type=Path, required=True, help="the run's QUARTET_HOME")
-    args = parser.parse_args(argv)
-    os.environ["QUARTET_HOME"] = str(args.home.resolve())
+    reader_home(argv, prog="python -m orchestrators.temporal.timeline")
 
     from orchestrators.temporal.run import dev_server
 
