@@ -5,9 +5,11 @@ is the parity suite's.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -140,6 +142,25 @@ def test_quartet_run_with_a_partition_loads_that_month_and_prints_a_line_per_uni
     assert sorted(line.split()[2] for line in built) == sorted(want.models)
     assert "DEBUG" not in done.stdout + done.stderr
     assert "run.log" in done.stdout  # where Dagster's own event log went
+    # the dev-mode instance (what `quartet ui dagster` shows) holds the run, every asset
+    # materialized for the month; its SQLite files, written without an fsync per event
+    # (run.sqlite_commits_without_fsync), are whole and checkpointed once the run is over
+    run_id = re.search(r"run (\S+) \(partition 2013-02\) succeeded", done.stdout).group(1)
+    _, defs, project = dagster_project
+    with dg.DagsterInstance.from_config(str(project.dagster_home())) as instance:
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS
+        records = instance.get_records_for_run(
+            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        ).records
+        materialized = {
+            (r.event_log_entry.asset_materialization.asset_key, r.partition_key) for r in records
+        }
+    keys = defs.resolve_asset_graph().get_all_asset_keys()
+    assert materialized == {(key, "2013-02") for key in keys}
+    for db in (project.dagster_home() / "history").rglob("*.db"):
+        with contextlib.closing(sqlite3.connect(db)) as connection:
+            assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",), db
+        assert not db.with_name(f"{db.name}-wal").exists(), db
 
 
 def test_months_backfilled_in_shuffled_order_equal_bare_in_order(dagster_project, bare_in_order):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
+from pathlib import Path
 
 import dagster as dg
 from dagster._core.definitions.dependency import NodeHandle
@@ -143,3 +145,16 @@ def test_the_sensor_asks_for_the_months_the_api_published_data_in(dagster_projec
         for r in requests
     )
     assert later.cursor == "2013-03-15"
+
+
+def test_the_dbt_resource_runs_this_environments_dbt_and_knows_its_version(dagster_project):
+    """dagster-dbt is not left to ask the executable (``dbt --version``: a dbt start-up, and a
+    look-up of dbt's latest release on the network) before every build."""
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    _, defs, _ = dagster_project
+    dbt = defs.resources["dbt"]
+    assert Path(dbt.dbt_executable) == Path(sys.executable).parent / "dbt"
+    assert dbt._cli_version == Version(version("dbt-core"))

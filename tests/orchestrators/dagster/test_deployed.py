@@ -66,10 +66,16 @@ def _token() -> str:
 
 
 def test_up_starts_every_service_and_up_again_is_harmless(deployed):
-    deploy, _state, _instance, up_seconds = deployed
+    import sqlalchemy
+
+    deploy, _state, instance, up_seconds = deployed
     status = deploy.status()
     assert set(status) == {"source-api", "code-server", "webserver", "daemon"}
     assert all(s["ready"] for s in status.values()), status
+    # Dagster's storage sessions (the services get the same URL) commit without waiting for
+    # PostgreSQL's WAL flush (deploy.SESSION_OPTIONS)
+    with instance.event_log_storage.index_connection() as connection:
+        assert connection.execute(sqlalchemy.text("SHOW synchronous_commit")).scalar() == "off"
     again = quartet("up", "dagster", timeout=300)
     assert again.returncode == 0, again.stderr
     assert {n: s["pid"] for n, s in deploy.status().items()} == {

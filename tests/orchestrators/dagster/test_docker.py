@@ -37,6 +37,9 @@ def test_compose_runs_the_services_and_settings_of_quartet_up(quartet_home):
         ], name
         assert service.argv[1] == command[1], name  # api / run / -h
     assert set(deploy.SERVICE_ENV) <= set(compose["code-server"]["environment"])
+    # Dagster's PostgreSQL sessions are the same as `quartet up`'s (synchronous_commit off)
+    url = compose["code-server"]["environment"]["DAGSTER_POSTGRES_URL"]
+    assert url.split("?")[1] == deploy.sqlalchemy_url("postgresql://u:p@h/dagster").split("?")[1]
     # dagster.yaml and workspace.yaml: what `quartet up` writes, the code server's host aside
     assert yaml.safe_load((DOCKER / "dagster.yaml").read_text()) == yaml.safe_load(
         deploy.instance_yaml()
