@@ -649,29 +649,35 @@ def _deployed_chart(plt, data: dict, path: Path) -> Path:
         "A run on the running services"
         + (f" (as of {data['as_of']})" if data["as_of"] else " (full year)")
     )
+    ax1.set_ylim(top=max(wall) * 1.1)
+    idle_panel(plt, ax2, results)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def idle_panel(plt, ax, results: dict[str, dict]) -> None:
+    """Each deployed topology's idle RSS, stacked by service, with its time to ready."""
     names = list(results)
     bottoms = [0.0] * len(names)
     services = sorted({s for r in results.values() for s in r.get("idle_rss_mb", {})})
     colors = plt.get_cmap("tab20").colors
     for k, service in enumerate(services):
         values = [results[n].get("idle_rss_mb", {}).get(service, 0) for n in names]
-        ax2.bar(range(len(names)), values, bottom=bottoms, label=service, color=colors[k % 20])
+        ax.bar(range(len(names)), values, bottom=bottoms, label=service, color=colors[k % 20])
         bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
     for i, n in enumerate(names):
-        ax2.annotate(
-            f"{bottoms[i]:.0f} MB, ready in {results[n]['up_seconds']:.0f}s",
+        ready = results[n].get("up_seconds") or 0
+        ax.annotate(
+            f"{bottoms[i]:.0f} MB, ready in {ready:.0f}s",
             (i, bottoms[i]),
             ha="center",
             va="bottom",
             fontsize=7,
         )
-    ax2.set_ylim(top=max(bottoms) * 1.25)  # room for the labels and the legend
-    ax1.set_ylim(top=max(wall) * 1.1)
-    ax2.set_xticks(range(len(names)), names, fontsize=8)
-    ax2.set_ylabel("idle RSS by service, MB")
-    ax2.set_title("The topology at rest")
-    ax2.legend(fontsize=6, ncol=4, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    ax.set_ylim(top=max([*bottoms, 1.0]) * 1.25)  # room for the labels and the legend
+    ax.set_xticks(range(len(names)), names, fontsize=8)
+    ax.set_ylabel("idle RSS by service, MB")
+    ax.set_title("The topology at rest")
+    ax.legend(fontsize=6, ncol=4, loc="upper left")

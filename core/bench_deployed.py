@@ -22,6 +22,7 @@ serves every run (bare's and the services') and is not counted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -29,6 +30,7 @@ import statistics
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from core import settings
@@ -124,25 +126,32 @@ def _median(runs: list[dict], key: str) -> float | None:
     return round(statistics.median(values), 1) if values else None
 
 
-def bench_deployed(names: list[str], out_dir: Path, *, repeat: int, as_of: str | None) -> int:
+@contextlib.contextmanager
+def services_env() -> Iterator[dict[str, str]]:
+    """The environment every measured run gets: one source API and one PostgreSQL server (the
+    deployed services' metadata), started here for the whole bench and stopped at its end."""
     from core import postgres
     from core.source_api import SourceAPIConfig, running_source_api
 
-    results: dict[str, dict] = {}
-    bare_runs: list[dict] = []
     server = postgres.start(prefer_container=True)
     try:
         with running_source_api(SourceAPIConfig()) as (url, token):
-            env = {
+            yield {
                 **os.environ,
                 settings.SOURCE_API_URL_ENV: url,
                 settings.SOURCE_API_TOKEN_ENV: token,
-                "QUARTET_POSTGRES_URL": server.url("postgres"),
+                postgres.URL_ENV: server.url("postgres"),
             }
-            for name in names:
-                results[name] = bench_one(name, env, out_dir, repeat, as_of, bare_runs)
     finally:
         server.stop()
+
+
+def bench_deployed(names: list[str], out_dir: Path, *, repeat: int, as_of: str | None) -> int:
+    results: dict[str, dict] = {}
+    bare_runs: list[dict] = []
+    with services_env() as env:
+        for name in names:
+            results[name] = bench_one(name, env, out_dir, repeat, as_of, bare_runs)
     bare = {
         "median_seconds": _median(bare_runs, "seconds"),
         "median_cpu_seconds": _median(bare_runs, "cpu_seconds"),

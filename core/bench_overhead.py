@@ -21,7 +21,6 @@ re-renders them from the latest JSON).
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from pathlib import Path
@@ -41,46 +40,32 @@ SECTION = "## Overhead: dev and deployed beside bare"
 
 
 def bench_overhead(names: list[str], out_dir: Path, *, repeat: int, as_of: str | None) -> int:
-    from core import postgres
-    from core.bench_deployed import bench_one
-    from core.source_api import SourceAPIConfig, running_source_api
+    from core.bench_deployed import bench_one, services_env
 
     started = time.time()
     results: dict[str, dict] = {}
-    server = postgres.start(prefer_container=True)
-    try:
-        with running_source_api(SourceAPIConfig()) as (url, token):
-            env = {
-                **os.environ,
-                settings.SOURCE_API_URL_ENV: url,
-                settings.SOURCE_API_TOKEN_ENV: token,
-                postgres.URL_ENV: server.url("postgres"),
+    with services_env() as env:
+        for name in names:
+            print(f"\n== {name}: dev mode, alternating with bare", flush=True)
+            alternate(["bare", name], env, out_dir, repeat=1, as_of=WARMUP_AS_OF, label="warm-up")
+            runs = alternate(["bare", name], env, out_dir, repeat=repeat, as_of=as_of)
+            dev = summarise(runs, ["bare", name])
+            print(f"\n== {name}: deployed mode, alternating with bare", flush=True)
+            bare_runs: list[dict] = []
+            deployed = bench_one(
+                name, env, out_dir, repeat, as_of, bare_runs, warmup_as_of=WARMUP_AS_OF
+            )
+            results[name] = {
+                "dev": dev.get(name),
+                "dev_bare": dev.get("bare"),
+                "dev_exit_codes": [m.exit_code for m in runs if m.name == name],
+                "deployed": deployed,
+                "deployed_bare": {
+                    "median_seconds": _median([r["seconds"] for r in bare_runs]),
+                    "median_cpu_seconds": _median([r["cpu_seconds"] for r in bare_runs]),
+                    "runs": len(bare_runs),
+                },
             }
-            for name in names:
-                print(f"\n== {name}: dev mode, alternating with bare", flush=True)
-                alternate(
-                    ["bare", name], env, out_dir, repeat=1, as_of=WARMUP_AS_OF, label="warm-up"
-                )
-                runs = alternate(["bare", name], env, out_dir, repeat=repeat, as_of=as_of)
-                dev = summarise(runs, ["bare", name])
-                print(f"\n== {name}: deployed mode, alternating with bare", flush=True)
-                bare_runs: list[dict] = []
-                deployed = bench_one(
-                    name, env, out_dir, repeat, as_of, bare_runs, warmup_as_of=WARMUP_AS_OF
-                )
-                results[name] = {
-                    "dev": dev.get(name),
-                    "dev_bare": dev.get("bare"),
-                    "dev_exit_codes": [m.exit_code for m in runs if m.name == name],
-                    "deployed": deployed,
-                    "deployed_bare": {
-                        "median_seconds": _median([r["seconds"] for r in bare_runs]),
-                        "median_cpu_seconds": _median([r["cpu_seconds"] for r in bare_runs]),
-                        "runs": len(bare_runs),
-                    },
-                }
-    finally:
-        server.stop()
     payload = {
         "as_of": as_of,
         "repeat": repeat,
@@ -220,25 +205,11 @@ def chart(plt, payload: dict, path: Path) -> Path:
     ax1.set_xticks(list(x), names)
     ax1.set_ylabel("run time / bare's (medians, same block)")
     span = f"as of {payload['as_of']}" if payload["as_of"] else "full year"
-    ax1.set_title(f"What the orchestrator adds ({span})", fontsize=10)
+    ax1.set_title(f"What the orchestrator adds ({span})")
     ax1.legend(fontsize=7)
-    idle = [
-        sum(payload["orchestrators"][n]["deployed"].get("idle_rss_mb", {}).values()) for n in names
-    ]
-    ready = [payload["orchestrators"][n]["deployed"].get("up_seconds") or 0 for n in names]
-    ax2.bar(list(x), idle, color="#55a868")
-    for i in x:
-        ax2.annotate(
-            f"{idle[i]} MB\nready in {ready[i]:.0f} s",
-            (i, idle[i]),
-            ha="center",
-            va="bottom",
-            fontsize=7,
-        )
-    ax2.set_ylim(top=max([*idle, 1]) * 1.3)
-    ax2.set_xticks(list(x), names)
-    ax2.set_ylabel("idle RSS of the services, MB")
-    ax2.set_title("The deployed topology at rest", fontsize=10)
+    from core.bench import idle_panel
+
+    idle_panel(plt, ax2, {n: payload["orchestrators"][n]["deployed"] for n in names})
     fig.suptitle(f"quartet bench all --repeat {payload['repeat']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
