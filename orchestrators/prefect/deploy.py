@@ -41,6 +41,10 @@ CRASH_AUTOMATION = "quartet: re-run crashed runs"
 #: the deployed mode's own PREFECT_HOME (profiles, local result storage); not the dev one
 HOME_DIR = "deployed-home"
 PORT_ENV = "QUARTET_PREFECT_PORT"
+#: how often the worker asks the server for scheduled flow runs (PREFECT_WORKER_QUERY_SECONDS;
+#: Prefect's default is 10): a submitted run waits half of it on average before its process
+#: starts. docker/prefect/compose.yaml sets the same value. ADR 0015, "Measured".
+WORKER_QUERY_SECONDS = 1
 
 
 def prefect_executable() -> str:
@@ -171,6 +175,7 @@ def topology(database_url: str | None = None) -> Topology:
                 "PREFECT_API_URL": api,
                 settings.SOURCE_API_URL_ENV: source_api_url(ports),
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_WORKER_QUERY_SECONDS": str(WORKER_QUERY_SECONDS),
             },
         )
     )  # fmt: skip
