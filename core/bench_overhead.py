@@ -21,12 +21,13 @@ re-renders them from the latest JSON).
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from pathlib import Path
 
 from core import settings
-from core.bench import alternate, load_average, summarise, write_result
+from core.bench import alternate, load_average, summarise
 
 #: the overhead goals: a full-year run at most this many times bare's, same session
 DEV_GOAL = 2.0
@@ -42,8 +43,16 @@ SECTION = "## Overhead: dev and deployed beside bare"
 def bench_overhead(names: list[str], out_dir: Path, *, repeat: int, as_of: str | None) -> int:
     from core.bench_deployed import bench_one, services_env
 
-    started = time.time()
     results: dict[str, dict] = {}
+    payload = {
+        "as_of": as_of,
+        "repeat": repeat,
+        "warmup_as_of": WARMUP_AS_OF,
+        "started": time.time(),
+        "goals": {"dev": DEV_GOAL, "deployed": DEPLOYED_GOAL},
+        "orchestrators": results,
+    }
+    stamp = time.strftime("%Y%m%dT%H%M%S")
     with services_env() as env:
         for name in names:
             print(f"\n== {name}: dev mode, alternating with bare", flush=True)
@@ -66,19 +75,12 @@ def bench_overhead(names: list[str], out_dir: Path, *, repeat: int, as_of: str |
                     "runs": len(bare_runs),
                 },
             }
-    payload = {
-        "as_of": as_of,
-        "repeat": repeat,
-        "warmup_as_of": WARMUP_AS_OF,
-        "started": started,
-        "ended": time.time(),
-        "load": load_average(),
-        "goals": {"dev": DEV_GOAL, "deployed": DEPLOYED_GOAL},
-        "orchestrators": results,
-    }
-    write_result(out_dir, "overhead", payload)
-    print("\n" + table(payload))
-    write_doc(payload)
+            # after each orchestrator, so that a bench stopped part-way keeps what it measured
+            payload.update(ended=time.time(), load=load_average())
+            path = out_dir / f"bench-overhead-{stamp}.json"
+            path.write_text(json.dumps(payload, indent=2))
+            write_doc(payload)
+    print(f"-> {path}\n\n" + table(payload))
     ok = all(
         r["dev"]
         and all(code == 0 for code in r["dev_exit_codes"])
