@@ -106,6 +106,11 @@ def deployed_env(sql_alchemy_conn: str | None = None) -> dict[str, str]:
         # a task's calls to the execution API wait this long for a busy api-server
         "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        # the LocalExecutor's workers come from a forkserver that imported dbt, Cosmos, dlt and
+        # core once: every task process forked from a worker skips those imports (ADR 0014);
+        # only the scheduler reads these ([scheduler]): the other services never import dbt
+        "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
+        "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": ",".join(environment.TASK_PRELOAD),
         "QUARTET_LOCK_TIMEOUT": os.environ.get("QUARTET_LOCK_TIMEOUT", "60"),
     }
 

@@ -29,6 +29,21 @@ USER = "admin"
 #: each slot of the LocalExecutor pre-forks a worker process (~180 MB each): keep it small
 PARALLELISM = 2
 SOURCE_API_CONN_ENV = f"AIRFLOW_CONN_{SOURCE_API_CONN.upper()}"
+#: what every task process imports (the DAG file's imports, dbt and its adapters, dlt): the
+#: scheduler's forkserver imports them once and each LocalExecutor worker, and each task it
+#: forks, inherits them instead of importing them again (ADR 0014); a missing module is skipped
+TASK_PRELOAD = (
+    "airflow.sdk.execution_time.task_runner",
+    "airflow.executors.local_executor",
+    "airflow.providers.standard.operators.trigger_dagrun",
+    "cosmos",
+    "cosmos.operators.local",
+    "dbt.cli.main",
+    "dbt.adapters.duckdb",
+    "dbt.adapters.postgres",
+    "core.pipeline",
+    "orchestrators.airflow.tasks",
+)
 
 
 def airflow_home() -> Path:

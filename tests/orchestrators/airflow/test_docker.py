@@ -44,3 +44,7 @@ def test_compose_services_and_settings_match_quartet_up(local_topology):
         assert in_compose == set(service.env) - LOCAL_ONLY, service.name
         assert services[f"airflow-{service.name}"]["command"] == service.argv[-1]
     assert set(services["source-api"]["environment"]) >= {settings.SOURCE_API_TOKEN_ENV}
+    # the modules the scheduler's forkserver imports for every task: the same list in both
+    scheduler = topology.service("scheduler")
+    preload = "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD"
+    assert services["airflow-scheduler"]["environment"][preload] == scheduler.env[preload]
