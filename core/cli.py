@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from core import settings
 from core.kit import signals
@@ -390,5 +391,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def entrypoint() -> NoReturn:
+    """The ``quartet`` command: :func:`main`, then the process ends without the interpreter's
+    teardown (``exit_process``: 0.5 s of a bare run, spent freeing what the process is about to
+    drop anyway)."""
+    signals.exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entrypoint()

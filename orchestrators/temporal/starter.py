@@ -230,7 +230,7 @@ async def main(client: Client | None = None, request: PipelineInput | None = Non
 
 
 if __name__ == "__main__":
-    from orchestrators.temporal import exit_process
+    from core.kit import exit_process
 
     print(asyncio.run(main()))
     exit_process(0)

@@ -74,6 +74,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from orchestrators.temporal import exit_process
+    from core.kit import exit_process
 
     exit_process(main())

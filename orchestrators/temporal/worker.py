@@ -129,7 +129,7 @@ def main() -> int:
 if __name__ == "__main__":
     import signal
 
-    from orchestrators.temporal import exit_process
+    from core.kit import exit_process
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C: unwind
     exit_process(main())

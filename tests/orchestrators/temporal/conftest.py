@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from core.kit import exit_process
 from core.net import free_port
-from orchestrators.temporal import exit_process
 from orchestrators.temporal.deploy import temporal_server as server_service
 from orchestrators.temporal.run import Server
 
