@@ -22,8 +22,11 @@ import contextlib
 import datetime as dt
 import json
 import os
+import threading
+import time
 from urllib.parse import urlsplit
 
+import prefect.context
 from dbt_common.events.base_types import EventLevel
 from prefect import flow, get_client, get_run_logger
 from prefect.assets import Asset, AssetProperties, materialize
@@ -32,10 +35,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 from prefect.client.schemas.objects import Flow, FlowRun, State, TaskRun
 from prefect.concurrency.sync import concurrency
+from prefect.context import SettingsContext, SyncClientContext
 from prefect.futures import wait
 from prefect.tasks import MaterializingTask, Task
 from prefect.utilities.urls import url_for
 from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
+from prefect_dbt.core import _tracker as dbt_node_tracker
+from prefect_dbt.core import runner as dbt_runner
 from prefect_dbt.utilities import format_resource_id
 
 from core import alerts, dbt, kit, lineage, settings, warehouse
@@ -48,6 +54,9 @@ from orchestrators.prefect import NAME, TOKEN_BLOCK, WAREHOUSE_LIMIT
 
 #: Prefect's API refuses concurrency leases shorter than a minute
 MIN_LEASE_SECONDS = 60
+#: how long the transformation flow waits, after ``dbt build`` returned, for the dbt nodes' task
+#: runs to report their final state (each has only its last API calls left by then)
+NODE_TASK_RUNS_GRACE_SECONDS = 30
 
 
 def alert_on_failure(flow: Flow, flow_run: FlowRun, state: State) -> None:
@@ -257,6 +266,64 @@ def dbt_settings(pipeline: settings.PipelineSettings) -> PrefectDbtSettings:
     )
 
 
+@contextlib.contextmanager
+def node_task_runs_share_flow_context():
+    """Run prefect-dbt's per-node task runs on the flow run's settings and API client.
+
+    prefect-dbt 0.7 runs each dbt node's task run on a thread of its own, which rebuilds Prefect's
+    context from a serialized copy: two new ``Settings`` objects (pydantic-settings reads the
+    environment, ``.env`` and TOML sources for each of ~60 nested models: ~20 ms of CPU each) and
+    three new API clients (each loads certifi's CA bundle: ~14 ms), for every one of the 54
+    nodes, while dbt's thread waits for the GIL. Prefect's own ``ThreadPoolTaskRunner`` runs
+    task threads in a copy of the flow thread's context instead, so they share its settings and
+    its client. This gives the node threads the same, by replacing two names prefect-dbt imported
+    (``runner.serialize_context``, ``_tracker.hydrated_context``) for the build's duration:
+
+    * the serialized context leaves out the settings when they are the process's global ones, so
+      each thread falls back to that very object (what an unserialized thread sees anyway);
+    * each node thread starts with the flow thread's ``SyncClientContext``, and so every
+      ``get_client(sync_client=True)`` in it returns the flow run's client (httpx clients are
+      thread-safe; Prefect's task threads share it the same way).
+
+    Still one task run per node, with the same states, logs, assets and upstream edges. The node
+    threads are joined before the block ends (each has at most its last API calls left), so no
+    node's task run outlives the client it uses. ADR 0008 has the figures.
+    """
+    flow_clients = SyncClientContext.get()
+    node_threads: list[threading.Thread] = []
+    serialize_context, hydrated_context = (
+        dbt_runner.serialize_context,
+        dbt_node_tracker.hydrated_context,
+    )
+
+    def serialize_without_global_settings(*args, **kwargs):
+        serialized = serialize_context(*args, **kwargs)
+        if SettingsContext.get() is prefect.context.GLOBAL_SETTINGS_CONTEXT:
+            serialized["settings_context"] = {}
+        return serialized
+
+    @contextlib.contextmanager
+    def hydrated_with_flow_client(serialized):
+        node_threads.append(threading.current_thread())
+        SyncClientContext.__var__.set(flow_clients)  # this thread's own context, new and empty
+        with hydrated_context(serialized, client=flow_clients.client):
+            yield
+
+    if flow_clients is None:  # not in a flow run: prefect-dbt's own way
+        yield
+        return
+    dbt_runner.serialize_context = serialize_without_global_settings
+    dbt_node_tracker.hydrated_context = hydrated_with_flow_client
+    try:
+        yield
+    finally:
+        dbt_runner.serialize_context = serialize_context
+        dbt_node_tracker.hydrated_context = hydrated_context
+        deadline = time.monotonic() + NODE_TASK_RUNS_GRACE_SECONDS
+        for thread in list(node_threads):
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+
 def _report_models(results) -> None:
     """One progress line per model with its rows and how many of its tests passed."""
     graph = lineage.canonical()
@@ -291,6 +358,7 @@ def transformation(select: list[str] | None = None) -> dict[str, int]:
     with (
         writer_slot(occupy=writer_slots()),
         warehouse.writer_lock(pipeline.location, purpose=f"{NAME} dbt build"),
+        node_task_runs_share_flow_context(),
     ):
         try:
             result = runner.invoke(args)

@@ -7,6 +7,7 @@ Prefect's, dlt's and dbt's own logs go to ``.quartet/prefect/logs/run.log``.
 
 from __future__ import annotations
 
+import os
 import time
 
 from core import kit, settings
@@ -18,8 +19,24 @@ from orchestrators.prefect import NAME
 LOGGERS = ("prefect", "prefect.flow_runs", "prefect.task_runs", "dlt", "dbt", "httpx")
 
 
+def ephemeral_server_without_block_catalog() -> None:
+    """The ephemeral API server of this run registers no block types at start-up.
+
+    By default Prefect's server imports every installed collection at start-up (prefect-dbt, and
+    with it dbt: ~1.2 s of the server's ~4 s start here) to register their block types, or to
+    find them already registered. A dev run's server is never browsed: the one block the run
+    uses, the Secret, registers its own type when ``provision`` saves it. ``quartet ui prefect``
+    (``prefect server start``) keeps the default, so its UI lists every block type. Set before
+    Prefect is imported: the server process inherits this process's settings.
+    """
+    os.environ.setdefault("PREFECT_SERVER_REGISTER_BLOCKS_ON_START", "false")
+    os.environ.setdefault("PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION", "false")
+
+
 def run(request: RunRequest) -> None:
     started = time.perf_counter()
+    if not os.environ.get("PREFECT_API_URL"):
+        ephemeral_server_without_block_catalog()
     from orchestrators.prefect.deployments import provision
     from orchestrators.prefect.flows import pipeline
 

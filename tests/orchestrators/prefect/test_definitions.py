@@ -91,3 +91,24 @@ def test_lineage_equals_canonical(quartet_home) -> None:
     assert lineage.canonical().difference(declared) == []
     assert declared.nodes["raw.flights"] == "raw"
     assert ("raw.flights", "stg_flights") in declared.edges
+
+
+def test_dbt_node_task_runs_can_share_the_flow_context() -> None:
+    """``flows.node_task_runs_share_flow_context`` replaces two names prefect-dbt imported from
+    Prefect: an upgrade of prefect-dbt that renames or stops using them must fail here rather than
+    quietly make every node's task run rebuild its settings and clients again (ADR 0008)."""
+    import inspect
+
+    from prefect.context import hydrated_context, serialize_context
+    from prefect_dbt.core import _tracker, runner
+
+    from orchestrators.prefect.flows import node_task_runs_share_flow_context
+
+    assert runner.serialize_context is serialize_context
+    assert _tracker.hydrated_context is hydrated_context
+    assert "serialize_context()" in inspect.getsource(runner.PrefectDbtRunner.invoke)
+    assert "hydrated_context(context)" in inspect.getsource(
+        _tracker.NodeTaskTracker.run_task_in_thread
+    )
+    with node_task_runs_share_flow_context():  # outside a flow run: changes nothing
+        assert _tracker.hydrated_context is hydrated_context
