@@ -214,8 +214,13 @@ def test_run_through_the_rest_api_survives_its_worker_killed_mid_load(
     while time.monotonic() < deadline and not (
         log.exists() and "startup parse complete" in log.read_text()
     ):
-        time.sleep(0.2)  # the task process has parsed the DAG file: now it loads
-    time.sleep(2)  # mid-load: fetching pages from the source API
+        time.sleep(0.1)  # the task process has parsed the DAG file: now it loads
+    # mid-load: fetching pages from the source API. January's flights load in ~1.3 s, so the kill
+    # comes 0.3 s in. A worker killed after its task ended would be an idle one, which may hold
+    # the LocalExecutor's work-queue lock and leave every other worker waiting for it forever:
+    # a missed kill point fails here instead.
+    time.sleep(0.3)
+    assert "[airflow] ingest as of" not in log.read_text(), "flights was loaded before the kill"
     victims = [worker, *descendants(worker)]
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
