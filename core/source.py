@@ -1,9 +1,8 @@
 """The dlt source: dlt's declarative rest_api source over the flights API.
 
 One resource per API endpoint, each a raw table in the ``raw`` dataset. The raw layer is a
-record of source *revisions*: every resource inserts only the ``(id, updated_at)`` it does not
-hold yet, so loading the same window twice, or windows in any order, yields the same rows (see
-ADR 0004).
+record of source *revisions*: every resource merges on ``(id, updated_at)``, so loading the
+same window twice, or windows in any order, yields the same rows (see ADR 0004).
 
 * Time-sliced resources (flights, weather) use an incremental cursor on ``updated_at``, mapped to
   the API's ``updated_since``/``updated_until`` parameters. A partition run sets ``end_value``,
@@ -38,8 +37,8 @@ from dlt.sources.rest_api import rest_api_source
 from core.ingestion import IngestionConfig, RunWindow
 
 PRIMARY_KEY = ["id", "updated_at"]
-#: a revision is immutable: loaded once, never rewritten (dlt's insert-only merge, ADR 0004)
-WRITE_DISPOSITION = {"disposition": "merge", "strategy": "insert-only"}
+#: a revision is loaded once however often it is fetched (dlt's merge on the key, ADR 0004)
+WRITE_DISPOSITION = "merge"
 #: how pages are read: "arrow" (NDJSON -> Arrow tables) or "json" (rest_api, dicts)
 RECORD_FORMAT_ENV = "QUARTET_RECORD_FORMAT"
 NDJSON = "application/x-ndjson"
