@@ -93,9 +93,9 @@ class IngestionConfig:
     def runtime_env(self, resources: tuple[str, ...] | None = None) -> dict[str, str]:
         """dlt's configuration (HTTP retries, workers) as the environment variables dlt reads.
 
-        A normalize pool (``normalize_workers`` > 1) is only ever used for the big time-sliced
-        table (flights, 4 files of 100k rows for the year): a process pool costs 0.3-1 s to
-        start, more than a small resource takes to normalize. Other loads normalize in-process.
+        Parallel normalize pays off only for the big time-sliced table (flights, 4 files of 100k
+        rows for the year): a process pool costs 0.5-1 s to start, more than a small resource
+        takes to normalize. Other loads normalize in-process.
         """
         workers = self.normalize_workers if resources is None or "flights" in resources else 1
         return {

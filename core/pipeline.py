@@ -1,8 +1,9 @@
 """The pipeline every orchestrator runs: ingest (dlt) then transform (dbt build).
 
 Orchestrators call :func:`ingest` once per resource (their ingestion unit) and :func:`transform`
-once or per dbt node; the bare run (:func:`run`) calls both in one process. Both take the
-warehouse's writer lock, so two writers never meet on one DuckDB file.
+once or per dbt node; the bare run (:func:`run`) ingests in its own process and builds in a dbt
+process it starts first (ADR 0020). Both take the warehouse's writer lock, so two writers never
+meet on one DuckDB file.
 """
 
 from __future__ import annotations
