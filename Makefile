@@ -17,9 +17,12 @@ PYTEST := pytest --durations=8
 # (pattern targets env-% and test-% cannot be .PHONY: make skips pattern rules for phony targets;
 #  FORCE makes them run every time instead)
 
-# the default orchestrator's end-to-end run (Dagster); `quartet run bare|airflow|prefect|temporal|all` for the others
-run: env-base env-dagster
-	.venvs/base/bin/quartet run dagster
+# The default orchestrator's end-to-end run (Dagster). It sets up everything the README's next
+# commands use first: every orchestrator's environment (`quartet run all`, `quartet ui <name>`)
+# and PostgreSQL (`quartet up <name>`), so no command after it stops on a missing piece. From a
+# warm uv cache the four extra environments cost seconds; from a cold one, their download.
+run: envs postgres
+	@.venvs/base/bin/quartet run dagster
 
 # After the fast tier, the rest runs in two lanes at once, each lane's tiers one after another.
 # The suite mostly waits (services starting, runs polled until they end): run one tier after
@@ -58,16 +61,19 @@ leftovers: env-base
 
 # uv itself, in a private tools venv (a fresh machine has nothing but Python).
 $(UV):
-	$(PYTHON) -m venv .venvs/tools
-	.venvs/tools/bin/python -m pip install -q "uv==$(UV_VERSION)"
+	@echo "uv $(UV_VERSION) into .venvs/tools"
+	@$(PYTHON) -m venv .venvs/tools
+	@.venvs/tools/bin/python -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
 
 # One environment per orchestrator (ADR 0002): base + its dependency group + dev tools.
 env-base: $(UV)
-	UV_PROJECT_ENVIRONMENT=.venvs/base $(UV) sync --frozen --quiet --group dev --group browser
+	@echo "environment .venvs/base"
+	@UV_PROJECT_ENVIRONMENT=.venvs/base $(UV) sync --frozen --quiet --group dev --group browser
 
 # (the browser group too: each orchestrator's deployed-mode test opens its UI in chromium)
 env-%: $(UV) FORCE
-	UV_PROJECT_ENVIRONMENT=.venvs/$* $(UV) sync --frozen --quiet --group dev --group browser --group $*
+	@echo "environment .venvs/$*"
+	@UV_PROJECT_ENVIRONMENT=.venvs/$* $(UV) sync --frozen --quiet --group dev --group browser --group $*
 
 envs: env-base $(addprefix env-,$(ORCHESTRATORS))
 
@@ -90,12 +96,12 @@ test-%: env-% browser FORCE
 
 # The real-browser UI tests drive Debian's chromium (headless); installed here when missing.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium (Debian's)"; apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 # PostgreSQL (core/postgres.py's local server when no Docker engine answers): Debian's package,
 # installed here when its binaries are missing.
 postgres:
-	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || { apt-get update -qq && { apt-get install -y -qq postgresql-15 >/dev/null || apt-get install -y -qq postgresql >/dev/null; }; }
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || { echo "installing PostgreSQL (Debian's postgresql-15)"; apt-get update -qq && { apt-get install -y -qq postgresql-15 >/dev/null || apt-get install -y -qq postgresql >/dev/null; }; }
 
 # The parity tier in three parts, dealt to the two lanes: the five entrypoints' runs (one month,
 # compare, the full year from mid-year) and lineage; the full-year checks of the scale path

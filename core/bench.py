@@ -231,7 +231,7 @@ def bench_source_api(repeat: int, page_size: int | None = None) -> int:
     published_store(1)
     build = time.perf_counter() - started
     started = time.perf_counter()
-    proc, url = start_process(["--port", "0", "--token", "bench"])
+    proc, url = start_process(["--port", "0"], "bench")
     results: dict = {
         "store_build_seconds": round(build, 1) if fresh else None,
         "ready_seconds": round(time.perf_counter() - started, 2),

@@ -173,12 +173,12 @@ def cmd_postgres(args: argparse.Namespace) -> int:
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
-    from core.fingerprint import WarehouseNotFoundError, fingerprint
+    from core.fingerprint import NotAWarehouseError, WarehouseNotFoundError, fingerprint
     from core.warehouse import WarehouseConnectionError, is_postgres
 
     try:
         fp = fingerprint(args.path if is_postgres(args.path) else Path(args.path))
-    except (WarehouseNotFoundError, WarehouseConnectionError) as exc:
+    except (NotAWarehouseError, WarehouseNotFoundError, WarehouseConnectionError) as exc:
         print(f"quartet fingerprint: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if args.json:

@@ -108,6 +108,10 @@ class WarehouseNotFoundError(FileNotFoundError):
     pass
 
 
+class NotAWarehouseError(ValueError):
+    """The path exists but DuckDB cannot read it as a database (or it is held by a writer)."""
+
+
 # ---------------------------------------------------------------------------- engines
 
 
@@ -190,7 +194,15 @@ class _DuckDB(_Engine):
             raise WarehouseNotFoundError(
                 f"warehouse {path} does not exist (run the pipeline first)"
             )
-        self.con = duckdb.connect(str(path), read_only=True)
+        try:
+            self.con = duckdb.connect(str(path), read_only=True)
+        except duckdb.Error as exc:
+            if "not a valid DuckDB database" in str(exc):
+                raise NotAWarehouseError(
+                    f"{path} is not a DuckDB database: give a warehouse/<name>.duckdb file a run "
+                    "wrote, or a postgresql:// URL"
+                ) from None
+            raise NotAWarehouseError(f"warehouse {path} cannot be opened: {exc}") from None
         self.con.execute("set TimeZone = 'UTC'")
 
     def query(self, sql, params=()):

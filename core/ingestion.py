@@ -90,6 +90,14 @@ class IngestionConfig:
             year, month = (year + 1, 1) if month == 12 else (year, month + 1)
         return months
 
+    def clock_range(self) -> tuple[str, str]:
+        """The first and last day ``--as-of`` may name: from the range's start to the end of its
+        last month (at scale N, the year is replicated N times into the following years)."""
+        year, month = parse_partition(self.partitions_to)
+        year += self.scale - 1
+        last = (dt.date(year + month // 12, month % 12 + 1, 1) - dt.timedelta(days=1)).isoformat()
+        return self.start, last
+
     def runtime_env(self, resources: tuple[str, ...] | None = None) -> dict[str, str]:
         """dlt's configuration (HTTP retries, workers) as the environment variables dlt reads.
 
@@ -248,6 +256,14 @@ def window(
             raise ConfigError(
                 f"partition {partition} is outside the configured range "
                 f"{config.partitions_from}..{config.partitions_to}"
+            )
+    if as_of is not None:
+        first, last = config.clock_range()
+        if not first <= parse_date("--as-of", as_of) <= last:
+            raise ConfigError(
+                f"--as-of {as_of} is outside the source's range {first}..{last}: the clock "
+                "says what the source had published by that day (a first publication, or its "
+                f"correction), and it publishes nothing before {first} or after {last}"
             )
     chosen = tuple(resources) if resources else config.resources
     unknown = [r for r in chosen if r not in config.resources]

@@ -320,20 +320,15 @@ def transform(
     log: Log = _print,
 ) -> dbt.BuildResult:
     """``dbt build`` (models and tests) on ``warehouse/<name>.duckdb``; raises on any failure."""
+    from core.kit.progress import DbtUnits
+
     pipeline = settings.for_pipeline(name)
-
-    def on_node(node: dbt.NodeResult) -> None:
-        rows = (
-            f", {node.rows:,} rows"
-            if node.rows is not None and node.resource_type == "model"
-            else ""
-        )
-        log(
-            f"[{name}]   {node.resource_type} {node.name}: {node.status}{rows} ({node.seconds:.2f}s)"
-        )
-
+    units = DbtUnits(name, dbt.load_manifest(), log)
     with warehouse.writer_lock(pipeline.location, purpose=f"{name} dbt build"):
-        result = dbt.build(pipeline, select=select, exclude=exclude, on_node=on_node)
+        try:
+            result = dbt.build(pipeline, select=select, exclude=exclude, on_node=units)
+        finally:
+            units.flush()
     log(
         f"[{name}] dbt build: {result.count('success')} models ok, {result.count('pass')} tests "
         f"passed in {result.seconds:.1f}s"
@@ -344,7 +339,9 @@ def transform(
 def _shown(location: warehouse.Location) -> str:
     from core.postgres import mask
 
-    return mask(location) if isinstance(location, str) else str(location)
+    if isinstance(location, str):
+        return mask(location)
+    return str(settings.shown_path(location))
 
 
 def _ingest_units(
@@ -470,6 +467,8 @@ def run(
     started = time.perf_counter()
     location = settings.for_pipeline(name).location
     warehouse.check_connection(location)  # a wrong URL fails before the API even starts
+    months = ", ".join(partitions) if partitions else "every month"
+    log(f"[{name}] run: {months}, as of {as_of or 'the latest publication'} -> {_shown(location)}")
     parallel = warehouse.allows_parallel_writers(location) and parallel_ingestion()
     builds = _DbtProcess(name)
     try:

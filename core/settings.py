@@ -188,3 +188,11 @@ def venvs_dir() -> Path:
 def venv_python(name: str) -> Path:
     """The interpreter of an orchestrator's own environment (.venvs/<name>)."""
     return venvs_dir() / name / "bin" / "python"
+
+
+def shown_path(path: Path) -> Path:
+    """``path`` as a person reads it in a message: relative to the working directory when inside it."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return Path(path)

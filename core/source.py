@@ -8,7 +8,11 @@ same window twice, or windows in any order, yields the same rows (see ADR 0004).
   the API's ``updated_since``/``updated_until`` parameters. A partition run sets ``end_value``,
   which makes dlt leave the incremental state alone (a backfill does not move the cursor).
 * Reference resources (planes, airports, airlines) are not sliced by month: every run asks for
-  what changed since the last one (their cursor), whatever the partition.
+  what changed since the last one (their cursor), whatever the partition. Their cursor range is
+  open (``> last value``): the API publishes every record of one instant together, so the records
+  at the last value were all loaded by the run that saw it. A closed range would keep a hash of
+  each of them in dlt's state to drop them again, and a reference table's records share one
+  ``updated_at`` (all 3,322 planes do): dlt warns of that state's size on every run.
 * Column types are declared and frozen: a record whose value does not fit its column fails the
   run in extraction, before anything is loaded, with a message naming the resource and column.
 
@@ -25,6 +29,7 @@ Two ways to read the pages, the same rows in the raw layer:
 
 from __future__ import annotations
 
+import datetime
 import io
 import os
 from collections.abc import Iterator
@@ -135,15 +140,28 @@ def _require_keys(resource: str):
     return check
 
 
+def _cursor_start(name: str, config: IngestionConfig, window: RunWindow) -> tuple[str, str]:
+    """``(initial value, range start)`` of a resource's cursor (see the module doc): a sliced
+    resource starts at its window, closed; a reference resource just before the range, open."""
+    if name not in config.reference_resources:
+        return window.since or f"{config.start}T00:00:00", "closed"
+    before = datetime.datetime.fromisoformat(f"{config.start}T00:00:00") - datetime.timedelta(
+        seconds=1
+    )
+    return before.isoformat(), "open"
+
+
 def _resource_config(name: str, config: IngestionConfig, window: RunWindow) -> dict[str, Any]:
     params: dict[str, Any] = {"limit": config.page_size}
     if window.as_of:
         params["as_of"] = window.as_of
     sliced = name not in config.reference_resources
+    initial_value, range_start = _cursor_start(name, config, window)
     incremental: dict[str, Any] = {
         "cursor_path": "updated_at",
         "start_param": "updated_since",
-        "initial_value": (sliced and window.since) or f"{config.start}T00:00:00",
+        "initial_value": initial_value,
+        "range_start": range_start,
     }
     if sliced and window.until:
         incremental["end_param"] = "updated_until"
@@ -257,9 +275,7 @@ def parse_page(resource: str, body: bytes, schema=None):
 
 def _instant(text: str):
     """An API instant (``YYYY-MM-DDTHH:MM:SS``, local clock) as the cursor's naive datetime."""
-    import datetime as dt
-
-    return dt.datetime.fromisoformat(text)
+    return datetime.datetime.fromisoformat(text)
 
 
 def _iso(value) -> str:
@@ -322,10 +338,12 @@ def _arrow_resource(
             return [parse_page(name, response.content, schema)]  # one page, one Arrow table
 
     sliced = name not in config.reference_resources
+    initial_value, range_start = _cursor_start(name, config, window)
     cursor = dlt.sources.incremental(
         "updated_at",
-        initial_value=_instant((sliced and window.since) or f"{config.start}T00:00:00"),
+        initial_value=_instant(initial_value),
         end_value=_instant(window.until) if sliced and window.until else None,
+        range_start=range_start,
     )
 
     @dlt.resource(

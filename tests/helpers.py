@@ -126,3 +126,61 @@ def quartet(
 #: how long a stopped UI or run may take to stop everything it started, on a loaded machine
 #: (two test lanes on 2 cores): a bound that catches a hang, not a timing claim
 STOP_BOUND = 300
+
+
+# -- exposure: what a running topology shows to other users of the machine and the network ------
+
+LOOPBACK = ("127.", "::1", "::ffff:127.")
+
+
+def process_tree(*root_pids: int) -> list:
+    """``psutil.Process`` of ``root_pids`` and every descendant still alive."""
+    import psutil
+
+    found: dict[int, psutil.Process] = {}
+    for pid in root_pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            root = psutil.Process(pid)
+            for proc in (root, *root.children(recursive=True)):
+                found[proc.pid] = proc
+    return list(found.values())
+
+
+def listening_sockets(*root_pids: int) -> list[tuple[str, int, int, str]]:
+    """``(address, port, pid, command)`` of every TCP socket a process of the trees listens on."""
+    import psutil
+
+    sockets = []
+    for proc in process_tree(*root_pids):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            command = " ".join(proc.cmdline()[:4])
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN:
+                    sockets.append((conn.laddr.ip, conn.laddr.port, proc.pid, command))
+    return sockets
+
+
+def assert_loopback_only(*root_pids: int) -> list[tuple[str, int, int, str]]:
+    """Every socket the trees listen on is bound to loopback; returns them (at least one)."""
+    sockets = listening_sockets(*root_pids)
+    assert sockets, f"no listening socket under pids {root_pids}: the scan saw nothing to check"
+    exposed = [s for s in sockets if not s[0].startswith(LOOPBACK)]
+    assert not exposed, "listening beyond loopback: " + "; ".join(
+        f"{ip}:{port} (pid {pid}: {cmd})" for ip, port, pid, cmd in exposed
+    )
+    return sockets
+
+
+def assert_token_on_no_command_line(token: str, *root_pids: int) -> int:
+    """No process of the trees carries ``token`` in its command line (``ps`` shows it to every
+    local user); returns how many processes were read."""
+    import psutil
+
+    procs = process_tree(*root_pids)
+    assert procs, f"no process under pids {root_pids}: nothing to check"
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            assert token not in " ".join(proc.cmdline()), (
+                f"the token is on the command line of pid {proc.pid}: {proc.name()}"
+            )
+    return len(procs)

@@ -76,7 +76,7 @@ def validate(name: str, as_of: str | None, partitions: list[str] | None) -> RunR
     config = load_config()
     as_of = parse_date("--as-of", as_of) if as_of else None
     months = tuple(partitions or ())
-    for month in months:
+    for month in months or (None,):
         window(config, as_of=as_of, partition=month)
     duplicates = sorted({m for m in months if months.count(m) > 1})
     if duplicates:

@@ -28,8 +28,10 @@ class SourceAPIConfig:
     fault_seed: int = 0
     malformed: tuple[str, ...] = ()
 
-    def argv(self, token: str, port: int = 0) -> list[str]:
-        args = ["--port", str(port), "--scale", str(self.scale), "--token", token]
+    def argv(self, port: int = 0) -> list[str]:
+        """The child's flags; the token is never one of them (a command line is visible to every
+        local user in ``ps``): the child reads it from its environment, see :func:`child_env`."""
+        args = ["--port", str(port), "--scale", str(self.scale)]
         if self.as_of:
             args += ["--as-of", self.as_of]
         if self.fault_rate:
@@ -39,13 +41,20 @@ class SourceAPIConfig:
         return args
 
 
-def start_process(argv: list[str]) -> tuple[subprocess.Popen, str]:
-    """Start ``python -m core.source_api <argv>``; return the process and its URL once it listens."""
+def child_env(token: str) -> dict[str, str]:
+    """The environment a source API child gets its token from (never its command line)."""
+    return {settings.SOURCE_API_TOKEN_ENV: token}
+
+
+def start_process(argv: list[str], token: str) -> tuple[subprocess.Popen, str]:
+    """Start ``python -m core.source_api <argv>`` serving ``token``; return the process and its
+    URL once it listens."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "core.source_api", *argv],
         stdout=subprocess.PIPE,
         text=True,
         cwd=settings.REPO_ROOT,
+        env={**os.environ, **child_env(token)},
     )
     assert proc.stdout is not None
     other = []
@@ -71,7 +80,7 @@ def running_source_api(config: SourceAPIConfig | None = None) -> Iterator[tuple[
         yield url.rstrip("/"), token
         return
     config = config or SourceAPIConfig()
-    proc, url = start_process(config.argv(token))
+    proc, url = start_process(config.argv(), token)
     previous = {
         k: os.environ.get(k) for k in (settings.SOURCE_API_URL_ENV, settings.SOURCE_API_TOKEN_ENV)
     }

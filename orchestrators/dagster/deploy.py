@@ -70,6 +70,8 @@ def instance_yaml() -> str:
 # Written by `quartet up dagster` (orchestrators/dagster/deploy.py); generated state, gitignored.
 telemetry:
   enabled: false
+nux:
+  enabled: false  # no "Join the Dagster community" dialog over the UI
 storage:
   postgres:
     postgres_url:
@@ -181,8 +183,7 @@ def topology(state: dict) -> kit.Topology:
     services = []
     if "source_api_port" in state:
         api = dataclasses.replace(kit.source_api_config(), as_of=CONFIG.as_of)
-        argv = api.argv("-", state["source_api_port"])
-        del argv[argv.index("--token") : argv.index("--token") + 2]  # from the env, not argv
+        argv = api.argv(state["source_api_port"])  # (the token comes from the env)
         services.append(
             kit.Service(
                 name="source-api",

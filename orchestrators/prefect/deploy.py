@@ -149,8 +149,7 @@ def topology(database_url: str | None = None) -> Topology:
     services = []
     if not os.environ.get(settings.SOURCE_API_URL_ENV):
         config = kit.source_api_config()
-        argv = config.argv(token="", port=ports["source_api_port"])
-        argv = argv[: argv.index("--token")] + argv[argv.index("--token") + 2 :]  # from the env
+        argv = config.argv(port=ports["source_api_port"])  # (the token comes from the env)
         services.append(
             Service(
                 name="source-api",

@@ -120,8 +120,7 @@ def topology(*, choose: bool = False) -> kit.Topology:
     if not api_url:
         api_url = f"http://127.0.0.1:{ends['api_port']}"
         config = kit.source_api_config()
-        argv = config.argv(token, ends["api_port"])
-        argv = argv[: argv.index("--token")] + argv[argv.index("--token") + 2 :]  # env, not argv
+        argv = config.argv(ends["api_port"])  # (the token comes from the env)
         services.append(
             kit.Service(
                 name="source-api",

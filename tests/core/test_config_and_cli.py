@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import duckdb
 import pytest
@@ -39,12 +40,35 @@ def test_config_gives_the_twelve_months_of_2013():
         ({"partition": "2013-13"}, "YYYY-MM"),
         ({"partition": "2014-01"}, "outside the configured range"),
         ({"as_of": "31/01/2013"}, "--as-of must be a date"),
+        ({"as_of": "2099-01-01"}, r"outside the source's range 2013-01-01\.\.2013-12-31"),
+        ({"as_of": "2012-12-31"}, r"outside the source's range 2013-01-01\.\.2013-12-31"),
         ({"resources": ("passengers",)}, "not enabled"),
     ],
 )
 def test_bad_flags_are_named(flags, needle):
     with pytest.raises(ConfigError, match=needle):
         window(load_config(), **flags)
+
+
+def test_the_clock_spans_the_range_and_its_replicated_years():
+    config = load_config()
+    assert config.clock_range() == ("2013-01-01", "2013-12-31")
+    assert replace(config, scale=3).clock_range() == ("2013-01-01", "2015-12-31")
+    assert window(config, as_of="2013-12-31").as_of == "2013-12-31"
+
+
+def test_a_file_that_is_not_duckdb_gets_one_message():
+    result = subprocess.run(
+        [sys.executable, "-m", "core.cli", "fingerprint", "README.md"],
+        capture_output=True,
+        text=True,
+        cwd=settings.REPO_ROOT,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "quartet fingerprint: README.md is not a DuckDB database: give a "
+        "warehouse/<name>.duckdb file a run wrote, or a postgresql:// URL"
+    ]
 
 
 def test_bad_config_file_is_named(tmp_path):

@@ -56,7 +56,7 @@ def flow_runs(api: str, **flow_run_filter) -> list[dict]:
 def ui(tmp_path: Path):
     """The ui command in its own QUARTET_HOME, over its own source API (clock: January)."""
     api_proc, api_url = start_process(
-        SourceAPIConfig(as_of="2013-01-31").argv(settings.DEV_API_TOKEN)
+        SourceAPIConfig(as_of="2013-01-31").argv(), settings.DEV_API_TOKEN
     )
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
