@@ -529,8 +529,20 @@ def bench_pipelines(name: str, out_dir: Path, *, repeat: int, scale: int, as_of:
 
 
 def _latest(out_dir: Path, name: str) -> dict | None:
+    """The newest ``bench-<name>-<stamp>.json``, with ``made`` (its stamp as a date) added."""
     found = sorted(out_dir.glob(f"bench-{name}-*.json"))
-    return json.loads(found[-1].read_text()) if found else None
+    if not found:
+        return None
+    data = json.loads(found[-1].read_text())
+    stamp = found[-1].stem.rsplit("-", 1)[-1]
+    data["made"] = f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]} {stamp[9:11]}:{stamp[11:13]}"
+    return data
+
+
+def made_by(command: str, *sources: dict) -> str:
+    """A chart's title line: the command that measured it and when (local time of the runs)."""
+    dates = sorted({source["made"] for source in sources if source and "made" in source})
+    return f"{command}  ({', '.join(dates)})"
 
 
 def render_charts(out_dir: Path, img_dir: Path | None = None) -> list[Path]:
@@ -549,13 +561,16 @@ def render_charts(out_dir: Path, img_dir: Path | None = None) -> list[Path]:
 
     # 1. bare (and variants/orchestrators measured beside it) vs the reference
     bars: dict[str, dict] = {}
+    sources: list[dict] = []
     reference = _latest(out_dir, "reference")
+    sources.append(reference or {})
     if reference:
         bars["DuckDB-native\nreference"] = dict(reference["summary"]["reference"])
     for source in ("bare", *settings.ORCHESTRATORS):
         data = _latest(out_dir, source)
         if not data:
             continue
+        sources.append(data)
         for label, s in data["summary"].items():
             if label == "bare" and source != "bare":
                 continue  # an orchestrator bench's bare is shown by the bare bench
@@ -565,7 +580,7 @@ def render_charts(out_dir: Path, img_dir: Path | None = None) -> list[Path]:
         labels = list(bars)
         wall = [bars[k].get("median_seconds", 0) for k in labels]
         cpu = [bars[k].get("median_cpu_seconds", 0) for k in labels]
-        rss = [bars[k].get("median_peak_rss_mb", 0) for k in labels]
+        rss = [bars[k].get("median_peak_rss_mb") for k in labels]
         x = range(len(labels))
         ax1.bar([i - 0.2 for i in x], wall, width=0.4, label="wall s", color="#4c72b0")
         ax1.bar([i + 0.2 for i in x], cpu, width=0.4, label="CPU s (tree)", color="#dd8452")
@@ -576,11 +591,17 @@ def render_charts(out_dir: Path, img_dir: Path | None = None) -> list[Path]:
         for i, w, c in zip(x, wall, cpu, strict=True):
             ax1.annotate(f"{w:.1f}", (i - 0.2, w), ha="center", va="bottom", fontsize=7)
             ax1.annotate(f"{c:.1f}", (i + 0.2, c), ha="center", va="bottom", fontsize=7)
-        ax2.bar(list(x), rss, color="#55a868")
+        ax2.bar(list(x), [r or 0 for r in rss], color="#55a868")
+        for i, r in zip(x, rss, strict=True):  # a missing figure is said, not drawn as 0 MB
+            text = f"{r:.0f}" if r else "not measured"
+            ax2.annotate(text, (i, r or 0), ha="center", va="bottom", fontsize=7)
         ax2.set_xticks(list(x), labels, rotation=20, ha="right", fontsize=8)
         ax2.set_ylabel("peak RSS of the process tree, MB")
         ax2.set_title("Full year: memory")
-        fig.suptitle("quartet bench bare / reference (same session, medians)", fontsize=10)
+        fig.suptitle(
+            made_by("quartet bench bare; quartet bench reference (medians)", *sources),
+            fontsize=10,
+        )
         fig.tight_layout()
         path = img_dir / "bench-bare.png"
         fig.savefig(path, dpi=110)
@@ -612,6 +633,7 @@ def render_charts(out_dir: Path, img_dir: Path | None = None) -> list[Path]:
         ax2.legend(fontsize=8)
         for ax in (ax1, ax2):
             ax.set_xticks(scales)
+        fig.suptitle(made_by("quartet bench scaling (medians)", scaling), fontsize=10)
         fig.tight_layout()
         path = img_dir / "bench-scaling.png"
         fig.savefig(path, dpi=110)
@@ -651,6 +673,7 @@ def _deployed_chart(plt, data: dict, path: Path) -> Path:
     )
     ax1.set_ylim(top=max(wall) * 1.1)
     idle_panel(plt, ax2, results)
+    fig.suptitle(made_by("quartet bench deployed (medians)", data), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -212,7 +212,8 @@ def chart(plt, payload: dict, path: Path) -> Path:
     from core.bench import idle_panel
 
     idle_panel(plt, ax2, {n: payload["orchestrators"][n]["deployed"] for n in names})
-    fig.suptitle(f"quartet bench all --repeat {payload['repeat']}", fontsize=10)
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(payload["started"]))
+    fig.suptitle(f"quartet bench all --repeat {payload['repeat']}  ({when})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

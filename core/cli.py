@@ -154,10 +154,9 @@ def cmd_postgres(args: argparse.Namespace) -> int:
 
     try:
         if args.action == "up":
-            started = time.perf_counter()
             server = postgres.up()
-            print(f"PostgreSQL up in {time.perf_counter() - started:.1f}s: {server.admin_url}")
-            print(f"  data and log: {postgres.home()} ({server.log_file})")
+            print(f"PostgreSQL up: {postgres.mask(server.admin_url)}")
+            print("  (`quartet postgres url [DATABASE]` prints a URL with its password)")
         elif args.action == "down":
             print("PostgreSQL stopped" if postgres.down() else "PostgreSQL was not running")
         elif args.action == "url":

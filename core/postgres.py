@@ -50,6 +50,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -370,6 +371,12 @@ def up() -> Server:
         _write_state(state)
         server = Server(kind="local", admin_url=_local_url(state, port), log_file=p["log"])
         _wait_accepting(server.admin_url, p["log"])
+        print(
+            f"PostgreSQL: started the local server on 127.0.0.1:{port} (data and log in "
+            f"{settings.shown_path(p['root'])}; `quartet postgres down` stops it)",
+            file=sys.stderr,
+            flush=True,
+        )
         return server
 
 

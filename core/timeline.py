@@ -250,9 +250,10 @@ def chart(run: dict, path: Path, *, xmax: float) -> Path:
     ax.invert_yaxis()
     ax.set_xlim(0, xmax)
     ax.set_xlabel("seconds since `quartet run` started (black line: the command ended)")
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(zero))
     ax.set_title(
-        f"{run['command']}: {run['wall']['end'] - zero:.1f}s wall, {len(units)} units "
-        f"(load {run['load']})",
+        f"quartet timeline ({when}): {run['command']}: {run['wall']['end'] - zero:.1f}s wall, "
+        f"{len(units)} units (load {run['load']})",
         fontsize=9,
     )
     legend = [Patch(color=c, label=k) for k, c in COLORS.items() if k in {u["kind"] for u in units}]

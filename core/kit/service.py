@@ -250,9 +250,14 @@ class Topology:
         started: list[Service] = []
         seconds: dict[str, float] = {}
         t0 = time.monotonic()
+        if all(service.running() for service in self.services):
+            log(f"[{self.name}] already up (`quartet down {self.name}` stops it):")
         try:
             for service in self.services:
                 if not service.running():
+                    log(
+                        f"[{self.name}] starting {service.name} (log: {settings.shown_path(service.log)})"
+                    )
                     started.append(service.start())
                     self._record()
                 seconds[service.name] = service.wait_ready(timeout)
@@ -264,21 +269,25 @@ class Topology:
         self._record()
         for service in self.services:
             where = f"  {service.display_url()}" if service.display_url() else ""
-            log(
-                f"[{self.name}] {service.name:16s} pid {service.pid:<8d}{where}  (log: {service.log})"
-            )
-        log(f"[{self.name}] healthy in {time.monotonic() - t0:.1f}s")
+            how = "started" if service in started else "running"
+            log(f"[{self.name}] {service.name:16s} {how:8s} pid {service.pid:<8d}{where}")
+        if started:
+            log(f"[{self.name}] healthy in {time.monotonic() - t0:.1f}s")
         return seconds
 
     def down(self, *, log: Callable[[str], None] = print) -> list[str]:
         """Stop every recorded service (reverse order); returns the names stopped."""
         self._adopt()
         stopped = []
+        if not any(service.running() for service in self.services):
+            log(f"[{self.name}] not up: nothing to stop")
         for service in reversed(self.services):
             if service.running():
+                log(f"[{self.name}] stopping {service.name} (pid {service.pid})")
+                t0 = time.monotonic()
                 service.stop()
                 stopped.append(service.name)
-                log(f"[{self.name}] stopped {service.name}")
+                log(f"[{self.name}] stopped {service.name} in {time.monotonic() - t0:.1f}s")
         with contextlib.suppress(FileNotFoundError):
             self.state_file.unlink()
         return stopped

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -121,10 +122,13 @@ def test_local_server_up_twice_url_down_leaves_no_process(tmp_path_factory, monk
     try:
         first = quartet("up")
         assert first.returncode == 0, first.stderr
-        assert "PostgreSQL up in" in first.stdout and "@127.0.0.1:" in first.stdout
+        assert "PostgreSQL: started the local server on 127.0.0.1:" in first.stderr
         again = quartet("up")
         url = quartet("url").stdout.strip()
-        assert again.returncode == 0 and url in again.stdout  # same server, same port
+        assert again.returncode == 0 and "started" not in again.stderr  # the same server
+        assert postgres.mask(url) in again.stdout and postgres.mask(url) in first.stdout
+        password = urlsplit(url).password
+        assert password and password not in first.stdout + first.stderr + again.stdout
         assert quartet("url", "airflow").stdout.strip().endswith("/airflow")
         pid = int((folder / "data" / "postmaster.pid").read_text().split()[0])
         down = quartet("down")

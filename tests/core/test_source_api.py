@@ -284,3 +284,30 @@ def test_the_published_store_is_built_once_and_shared(quartet_home, tables):
     assert path.stat().st_mtime_ns == before
     assert len(again["flights"]) == len(tables["flights"])
     assert again["weather"].updated_at[-1] == tables["weather"].updated_at[-1]
+
+
+def test_a_started_api_listens_on_loopback_and_keeps_its_token_off_the_command_line(
+    quartet_home, monkeypatch
+):
+    """The API a dev-mode run starts: its token travels in the child's environment (a command
+    line is readable by every local user), it answers only with it, and binds loopback only."""
+    import os
+
+    import psutil
+
+    from core import settings
+    from core.source_api import running_source_api
+    from tests.helpers import assert_loopback_only, assert_token_on_no_command_line
+
+    monkeypatch.delenv(settings.SOURCE_API_URL_ENV, raising=False)
+    monkeypatch.setenv(settings.SOURCE_API_TOKEN_ENV, "a-token-of-this-test")
+    with running_source_api() as (url, token):
+        assert token == "a-token-of-this-test"
+        assert requests.get(f"{url}/v1/status", timeout=10).status_code == 401
+        ok = requests.get(f"{url}/v1/status", headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200
+        children = [p.pid for p in psutil.Process(os.getpid()).children()]
+        assert children, "running_source_api started no child process"
+        sockets = assert_loopback_only(*children)
+        assert any(port == int(url.rsplit(":", 1)[1]) for _, port, _, _ in sockets)
+        assert_token_on_no_command_line(token, *children)
