@@ -58,9 +58,28 @@ class WarehouseConnectionError(RuntimeError):
     """The PostgreSQL warehouse cannot be reached; names the URL (password masked)."""
 
 
+#: a DuckDB database file carries these bytes at offset 8 (its header's magic)
+DUCKDB_MAGIC = b"DUCK"
+
+
+def _check_duckdb_file(path: Path) -> None:
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(12)
+    except FileNotFoundError:
+        return  # a first run creates it
+    if header and header[8:12] != DUCKDB_MAGIC:
+        raise WarehouseConnectionError(
+            f"warehouse {path} is not a DuckDB database (another file is in its place): move it "
+            "away and run again. Nothing was loaded."
+        )
+
+
 def check_connection(location: Location) -> None:
-    """Fail early, before anything is loaded, when a PostgreSQL warehouse cannot be used."""
+    """Fail early, before anything is loaded, when the warehouse cannot be used: a PostgreSQL
+    server that refuses, or a file in the DuckDB warehouse's place that is not a DuckDB file."""
     if not is_postgres(location):
+        _check_duckdb_file(Path(location))
         return
     import psycopg2
 
