@@ -79,11 +79,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if getattr(args, "warehouse", None) and (code := _use_warehouse(args)):
         return code
     if args.name == "bare":
-        from core import pipeline
-        from core.dbt import DbtBuildError
-        from core.ingestion import ConfigError
+        from core import failures, pipeline
+        from core.failures import ConfigError
         from core.kit import validate
-        from core.warehouse import WarehouseBusyError, WarehouseConnectionError
 
         if args.deployed:
             print(
@@ -97,13 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         try:
             pipeline.run("bare", as_of=request.as_of, partitions=list(request.partitions) or None)
-        except (
-            ConfigError,
-            pipeline.IngestionError,
-            DbtBuildError,
-            WarehouseBusyError,
-            WarehouseConnectionError,
-        ) as exc:
+        except failures.KNOWN as exc:
             print(f"quartet run bare failed: {exc}", file=sys.stderr)
             return EXIT_FAILED
         return 0
@@ -172,8 +164,9 @@ def cmd_postgres(args: argparse.Namespace) -> int:
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
-    from core.fingerprint import NotAWarehouseError, WarehouseNotFoundError, fingerprint
-    from core.warehouse import WarehouseConnectionError, is_postgres
+    from core.failures import NotAWarehouseError, WarehouseConnectionError, WarehouseNotFoundError
+    from core.fingerprint import fingerprint
+    from core.warehouse import is_postgres
 
     try:
         fp = fingerprint(args.path if is_postgres(args.path) else Path(args.path))

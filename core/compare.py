@@ -126,8 +126,7 @@ def compare_all(
     discover: bool = True,
 ) -> Report:
     """Fingerprint every warehouse and diff each against ``baseline`` (a name of either kind)."""
-    from core.fingerprint import WarehouseNotFoundError
-    from core.warehouse import WarehouseConnectionError
+    from core.failures import WarehouseConnectionError, WarehouseNotFoundError
 
     report = Report(baseline=baseline)
     order = {name: i for i, name in enumerate(settings.PIPELINE_NAMES)}

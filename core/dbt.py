@@ -29,20 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import settings
+from core.failures import DbtBuildError
 
 PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "packages.yml")
 PROJECT_DIRS = ("models", "macros", "tests", "seeds", "snapshots", "analyses")
-
-
-class DbtBuildError(RuntimeError):
-    """dbt build finished with failed tests or errored models; names them."""
-
-    def __init__(self, message: str, failures: list[NodeResult]) -> None:
-        super().__init__(message)
-        self.failures = failures
-
-    def __reduce__(self):  # raised in another process (the bare run's dbt process) and re-raised
-        return type(self), (str(self), self.failures)
 
 
 @dataclass

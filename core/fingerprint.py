@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import settings
+from core.failures import NotAWarehouseError, WarehouseNotFoundError
 
 SCHEMAS = (settings.RAW_SCHEMA, *settings.DBT_SCHEMAS)
 EXCLUDED_TABLES = ("_dlt_loads", "_dlt_pipeline_state", "_dlt_version")
@@ -102,14 +103,6 @@ class Fingerprint:
     def digest(self) -> str:
         body = json.dumps({k: v.to_json() for k, v in sorted(self.tables.items())}, sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()[:16]
-
-
-class WarehouseNotFoundError(FileNotFoundError):
-    pass
-
-
-class NotAWarehouseError(ValueError):
-    """The path exists but DuckDB cannot read it as a database (or it is held by a writer)."""
 
 
 # ---------------------------------------------------------------------------- engines
@@ -246,7 +239,7 @@ class _Postgres(_Engine):
                 raise WarehouseNotFoundError(
                     f"warehouse {mask(url)} does not exist: {' '.join(text.split())}"
                 ) from None
-            from core.warehouse import WarehouseConnectionError
+            from core.failures import WarehouseConnectionError
 
             raise WarehouseConnectionError(
                 f"warehouse {mask(url)} cannot be read: {' '.join(text.split()) or repr(exc)}"

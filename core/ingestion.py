@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from core import settings
+from core.failures import ConfigError
 
 PARTITION_RE = re.compile(r"^(\d{4})-(\d{2})$")
 #: settings a test or benchmark may override without editing the file
@@ -27,10 +28,6 @@ ENV_OVERRIDES = {
 
 #: what DuckDB's memory_limit accepts: a size or a percentage of RAM
 MEMORY_RE = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B|%)$")
-
-
-class ConfigError(ValueError):
-    """A wrong setting in core/ingestion.toml, an environment variable or a command-line flag."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ import dlt
 from dlt.common.runtime.collector import Collector
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from core import dbt, settings, warehouse
+from core import dbt, failures, settings, warehouse
+from core.failures import IngestionError
 from core.ingestion import IngestionConfig, RunWindow, load_config, window
 from core.source import flights_source
 
@@ -32,10 +33,6 @@ def parallel_ingestion() -> bool:
     """QUARTET_PARALLEL_INGESTION=0 makes the bare run ingest one unit at a time even where the
     warehouse allows parallel writers (to measure what the parallelism buys)."""
     return os.environ.get("QUARTET_PARALLEL_INGESTION", "1") != "0"
-
-
-class IngestionError(RuntimeError):
-    """Loading from the source API failed; nothing of the failed step was loaded."""
 
 
 @dataclass
@@ -195,7 +192,7 @@ def settle_pending(
         p.normalize()
         p.load()
     except Exception as exc:
-        reason = " ".join(str(_root_cause(exc, skip_remote=True)).split())
+        reason = " ".join(str(failures.root_cause(exc, skip_remote=True)).split())
         log(
             f"[{pipeline.name}] discarded {len(packages)} load package(s) an earlier run left "
             f"unfinished ({', '.join(packages)}): they fail again ({reason[:300]}); "
@@ -206,19 +203,6 @@ def settle_pending(
         f"[{pipeline.name}] finished {len(packages)} load package(s) an earlier run left unfinished"
     )
     return p
-
-
-def _root_cause(exc: BaseException, *, skip_remote: bool = False) -> BaseException:
-    """The innermost exception of the chain (``skip_remote``: not a worker's bare traceback)."""
-    seen = exc
-    while seen.__cause__ is not None or (
-        seen.__context__ is not None and not seen.__suppress_context__
-    ):
-        nxt = seen.__cause__ or seen.__context__
-        if skip_remote and type(nxt).__name__ == "_RemoteTraceback":
-            break
-        seen = nxt
-    return seen
 
 
 def _run_dlt(p: dlt.Pipeline, source, loader_file_format: str) -> None:
@@ -289,7 +273,7 @@ def ingest(
         try:
             _run_dlt(p, source, warehouse.loader_file_format(location, config.loader_file_format))
         except PipelineStepFailed as exc:
-            cause = _root_cause(exc)
+            cause = failures.root_cause(exc)
             hint = ""
             if "401" in str(cause):
                 hint = f" (the API rejected the token: check {settings.SOURCE_API_TOKEN_ENV})"

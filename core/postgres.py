@@ -57,6 +57,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from core import settings
+from core.failures import PostgresError
 from core.net import free_port
 
 #: admin URL of an existing server to use instead of starting one
@@ -68,10 +69,6 @@ OS_USER = "postgres"
 IMAGE = "postgres:15"
 START_TIMEOUT = 60
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-
-class PostgresError(RuntimeError):
-    """The PostgreSQL server could not be started, stopped or reached; names service and log."""
 
 
 @dataclass

@@ -141,7 +141,8 @@ def for_pipeline(name: str, *, export: bool = True) -> PipelineSettings:
 
 def export_duckdb_memory_limit() -> None:
     """QUARTET_DUCKDB_MEMORY_LIMIT for dbt's profile, from [performance] duckdb_memory_limit."""
-    from core.ingestion import ConfigError, load_config  # here: core.ingestion imports settings
+    from core.failures import ConfigError
+    from core.ingestion import load_config  # here: core.ingestion imports settings
 
     # a bad configuration is reported by the run itself, by name, before dbt runs
     with contextlib.suppress(ConfigError):

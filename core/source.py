@@ -39,6 +39,7 @@ import dlt
 from dlt.extract.source import DltSource
 from dlt.sources.rest_api import rest_api_source
 
+from core.failures import MalformedRecordError
 from core.ingestion import IngestionConfig, RunWindow
 
 PRIMARY_KEY = ["id", "updated_at"]
@@ -121,10 +122,6 @@ COLUMNS: dict[str, dict[str, dict[str, Any]]] = {
         "name": {"data_type": "text"},
     },
 }
-
-
-class MalformedRecordError(ValueError):
-    """A record from the source API that breaks the resource's contract."""
 
 
 def _require_keys(resource: str):

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import duckdb
 
+from core.failures import WarehouseBusyError, WarehouseConnectionError
+
 DEFAULT_LOCK_TIMEOUT = 300.0
 Location = Path | str
 
@@ -52,10 +54,6 @@ def loader_file_format(location: Location, configured: str) -> str:
     """dlt's loader file format for this engine: the configured one on DuckDB (parquet), CSV
     (PostgreSQL's COPY) on PostgreSQL, where parquet would need an ADBC driver."""
     return "csv" if is_postgres(location) and configured == "parquet" else configured
-
-
-class WarehouseConnectionError(RuntimeError):
-    """The PostgreSQL warehouse cannot be reached; names the URL (password masked)."""
 
 
 #: a DuckDB database file carries these bytes at offset 8 (its header's magic)
@@ -101,10 +99,6 @@ def check_connection(location: Location) -> None:
             f"warehouse {mask(location)}: {why}: {' '.join(text.split()) or repr(exc)}. "
             "Nothing was loaded."
         ) from None
-
-
-class WarehouseBusyError(RuntimeError):
-    """Another process writes to the warehouse and did not finish within the timeout."""
 
 
 def lock_timeout() -> float:

@@ -19,18 +19,17 @@ import contextlib
 from collections.abc import Iterator
 
 from core import settings
+from core.failures import NotDeployed, RunFailed, ServiceError
 from core.ingestion import IngestionConfig, OrchestrationPolicy, load_config
 from core.kit.command import (
     EXIT_FAILED,
     EXIT_USAGE,
-    NotDeployed,
-    RunFailed,
     RunRequest,
     UiRequest,
     adapter_main,
     validate,
 )
-from core.kit.service import Service, ServiceError, Topology, url_answers, wait_until
+from core.kit.service import Service, Topology, url_answers, wait_until
 from core.kit.signals import exit_process
 
 home = settings.orchestrator_home

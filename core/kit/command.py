@@ -31,21 +31,14 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core.ingestion import ConfigError, load_config, parse_date, window
-from core.kit.service import ServiceError
+from core import failures
+from core.failures import ConfigError, NotDeployed
+from core.ingestion import load_config, parse_date, window
 from core.kit.signals import stop_on_signals
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 WAREHOUSE_URL_ENV = "QUARTET_WAREHOUSE_URL"
-
-
-class RunFailed(RuntimeError):
-    """An orchestrator reported the run as failed; the message names what failed and where."""
-
-
-class NotDeployed(RuntimeError):
-    """A deployed-mode verb was used while the services are not up (or not built yet)."""
 
 
 @dataclass(frozen=True)
@@ -128,22 +121,6 @@ def _module(package: str, name: str):
     return importlib.import_module(f"{package}.{name}")
 
 
-#: failures whose message says everything: printed without a traceback
-def _known_failures() -> tuple[type[BaseException], ...]:
-    from core.dbt import DbtBuildError
-    from core.pipeline import IngestionError
-    from core.warehouse import WarehouseBusyError
-
-    return (
-        RunFailed,
-        NotDeployed,
-        ServiceError,
-        DbtBuildError,
-        IngestionError,
-        WarehouseBusyError,
-    )
-
-
 def adapter_main(
     package: str,
     argv: list[str] | None = None,
@@ -190,7 +167,7 @@ def adapter_main(
         print(f"quartet {args.verb} {name}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:
-        if not isinstance(exc, _known_failures()):
+        if not failures.is_known(exc):
             traceback.print_exc()
         print(f"quartet {args.verb} {name} failed: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, NotDeployed) else EXIT_FAILED

@@ -28,12 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import settings
+from core.failures import ServiceError
 
 Check = Callable[[], bool]
-
-
-class ServiceError(RuntimeError):
-    """A service did not start, died, or did not answer in time; names it and its log."""
 
 
 def url_answers(url: str, timeout: float = 5.0) -> bool:
