@@ -21,6 +21,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -768,6 +769,23 @@ def _last_error_line(output: str, needle: str = "") -> str:
 # -- the command: run everything, write docs/reliability.md --------------------------------------
 
 
+#: a matrix run's temporary homes, and the checkout: machine paths that say nothing to a reader
+_MACHINE_PATHS = re.compile(
+    r"(/tmp/quartet-reliability-[A-Za-z0-9_]+/[a-z]+|" + re.escape(str(settings.REPO_ROOT)) + r")"
+)
+
+
+def portable(message: str) -> str:
+    """A run's message as the page shows it: the case's home as ``<home>``, the checkout as
+    ``<repo>``, and only the lines that say something (a library's leak report at a process's
+    exit is not the run's failure)."""
+    message = _MACHINE_PATHS.sub(
+        lambda m: "<repo>" if m.group(0) == str(settings.REPO_ROOT) else "<home>", message
+    )
+    message = re.sub(r"/tmp/quarte\S*", "<home>...", message)  # cut off mid-path at 600 chars
+    return re.sub(r"See https://nanobind\S*", "", message).strip()
+
+
 def render(outcomes: list[Outcome], names: list[str]) -> str:
     by = {(o.case, o.name): o for o in outcomes}
     lines = [
@@ -805,11 +823,11 @@ def render(outcomes: list[Outcome], names: list[str]) -> str:
     lines += ["", "## What each run said", ""]
     for o in sorted(outcomes, key=lambda o: (list(CASES).index(o.case), o.name)):
         mark = "" if o.ok else " **(did not hold)**"
-        lines.append(f"- {o.name} / `{o.case}`{mark}: {o.message or '(no message)'}")
+        lines.append(f"- {o.name} / `{o.case}`{mark}: {portable(o.message) or '(no message)'}")
     failures = [o for o in outcomes if not o.ok]
     if failures:
         lines += ["", "## Cells that did not hold, in full", ""]
-        lines += [f"- {o.name} / `{o.case}`: `{asdict(o)}`" for o in failures]
+        lines += [f"- {o.name} / `{o.case}`: `{portable(str(asdict(o)))}`" for o in failures]
     measured = sorted({o.measured for o in outcomes if o.measured})
     lines += [
         "",
@@ -917,6 +935,7 @@ def record(outcome: Outcome, results: Path, page: Path) -> None:
         known = {}
         if results.exists():
             known = {(o["case"], o["name"]): Outcome(**o) for o in json.loads(results.read_text())}
+        outcome.message = portable(outcome.message)  # the JSON is a doc too: no machine paths
         known[(outcome.case, outcome.name)] = outcome
         cells = sorted(known.values(), key=lambda o: (o.name, o.case))
         results.write_text(json.dumps([asdict(o) for o in cells], indent=2) + "\n")
