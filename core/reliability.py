@@ -783,6 +783,8 @@ def portable(message: str) -> str:
         lambda m: "<repo>" if m.group(0) == str(settings.REPO_ROOT) else "<home>", message
     )
     message = re.sub(r"/tmp/quarte\S*", "<home>...", message)  # cut off mid-path at 600 chars
+    for prefix in {sys.base_prefix, sys.prefix}:  # the interpreter that holds a lock, say
+        message = message.replace(prefix, "<python>")
     return re.sub(r"See https://nanobind\S*", "", message).strip()
 
 

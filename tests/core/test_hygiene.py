@@ -134,3 +134,19 @@ def test_the_private_import_check_catches_one():
         )
         == []
     )
+
+
+GENERATED_DOCS = ("docs/reliability.md", "docs/reliability.json", "docs/lineage.md")
+
+
+def test_generated_docs_carry_no_machine_paths():
+    """Generated pages and their JSON are read on other machines: no temporary home, no checkout
+    path or interpreter of the machine that measured them."""
+    offenders = []
+    for name in GENERATED_DOCS:
+        path = settings.REPO_ROOT / name
+        text = path.read_text()
+        for needle in ("/tmp/", str(settings.REPO_ROOT), "/root/", "/home/"):
+            if needle in text:
+                offenders.append(f"{path.relative_to(settings.REPO_ROOT)}: {needle}")
+    assert not offenders, offenders
