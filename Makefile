@@ -5,7 +5,9 @@
 
 SHELL := /bin/bash
 PYTHON ?= python3
-ORCHESTRATORS := dagster airflow prefect temporal
+# every folder of orchestrators/ with an adapter entrypoint (core/settings.py lists them in the
+# order the docs show them; a test holds the two together)
+ORCHESTRATORS := $(patsubst orchestrators/%/__main__.py,%,$(wildcard orchestrators/*/__main__.py))
 UV := .venvs/tools/bin/uv
 UV_VERSION := 0.13.9
 export UV_PYTHON_DOWNLOADS := never

@@ -333,7 +333,9 @@ def parser() -> argparse.ArgumentParser:
         "records; charts and docs/benchmarks.md's Timelines (no name: re-render the last)",
     )
     # (no choices=: argparse checks an empty nargs="*" against them; main() names a wrong one)
-    tl.add_argument("names", nargs="*", metavar="{all,bare,dagster,airflow,prefect,temporal}")
+    tl.add_argument(
+        "names", nargs="*", metavar="{" + ",".join(["all", *settings.PIPELINE_NAMES]) + "}"
+    )
     tl.add_argument("--as-of", default="2013-12-31")
     tl.add_argument("--no-doc", action="store_true", help="charts only, leave the doc as it is")
     tl.add_argument("--reread", action="store_true", help="read the last runs' records again")

@@ -397,7 +397,9 @@ def main(
 def cli(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.timeline", description=__doc__)
     # (no choices=: argparse checks an empty nargs="*" against them; main() names a wrong one)
-    p.add_argument("names", nargs="*", metavar="{all,bare,dagster,airflow,prefect,temporal}")
+    p.add_argument(
+        "names", nargs="*", metavar="{" + ",".join(["all", *settings.PIPELINE_NAMES]) + "}"
+    )
     p.add_argument("--as-of", default=AS_OF)
     p.add_argument("--root", type=Path, help="where the fresh homes go (default .quartet/timeline)")
     p.add_argument("--no-doc", action="store_true")

@@ -150,3 +150,11 @@ def test_generated_docs_carry_no_machine_paths():
             if needle in text:
                 offenders.append(f"{path.relative_to(settings.REPO_ROOT)}: {needle}")
     assert not offenders, offenders
+
+
+def test_the_orchestrators_are_named_once():
+    """settings.ORCHESTRATORS (the order the docs show) is the set of adapter folders, which is
+    what the Makefile's environments and test tiers are made from."""
+    folders = {p.parent.name for p in (settings.REPO_ROOT / "orchestrators").glob("*/__main__.py")}
+    assert set(settings.ORCHESTRATORS) == folders
+    assert len(settings.ORCHESTRATORS) == len(folders)
