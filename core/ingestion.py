@@ -79,21 +79,14 @@ class IngestionConfig:
 
     def partitions(self) -> list[str]:
         """All monthly partitions (``YYYY-MM``) of the configured range, in order."""
-        start, end = parse_partition(self.partitions_from), parse_partition(self.partitions_to)
-        months = []
-        year, month = start
-        while (year, month) <= end:
-            months.append(f"{year:04d}-{month:02d}")
-            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-        return months
+        return months_between(self.partitions_from, self.partitions_to)
 
     def clock_range(self) -> tuple[str, str]:
         """The first and last day ``--as-of`` may name: from the range's start to the end of its
         last month (at scale N, the year is replicated N times into the following years)."""
         year, month = parse_partition(self.partitions_to)
-        year += self.scale - 1
-        last = (dt.date(year + month // 12, month % 12 + 1, 1) - dt.timedelta(days=1)).isoformat()
-        return self.start, last
+        last = f"{year + self.scale - 1:04d}-{month:02d}"
+        return self.start, (month_start(next_month(last)) - dt.timedelta(days=1)).isoformat()
 
     def runtime_env(self, resources: tuple[str, ...] | None = None) -> dict[str, str]:
         """dlt's configuration (HTTP retries, workers) as the environment variables dlt reads.
@@ -114,6 +107,32 @@ class IngestionConfig:
             # files of at most 100k rows, so that normalize workers can share a big table
             "DATA_WRITER__FILE_MAX_ITEMS": "100000",
         }
+
+
+# -- months: the one place for month arithmetic ---------------------------------------------------
+
+
+def next_month(partition: str) -> str:
+    """``2013-12`` -> ``2014-01``."""
+    year, month = parse_partition(partition)
+    year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return f"{year:04d}-{month:02d}"
+
+
+def month_start(partition: str) -> dt.date:
+    """``2013-03`` -> 2013-03-01."""
+    year, month = parse_partition(partition)
+    return dt.date(year, month, 1)
+
+
+def months_between(first: str, last: str) -> list[str]:
+    """``2013-01``..``2013-03`` -> the months in between, both ends included (empty when
+    ``first`` comes after ``last``)."""
+    months, month = [], first
+    while parse_partition(month) <= parse_partition(last):
+        months.append(month)
+        month = next_month(month)
+    return months
 
 
 def parse_partition(value: str) -> tuple[int, int]:
@@ -231,9 +250,7 @@ class RunWindow:
     def until(self) -> str | None:
         if not self.partition:
             return None
-        year, month = parse_partition(self.partition)
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-        return f"{year:04d}-{month:02d}-01T00:00:00"
+        return f"{next_month(self.partition)}-01T00:00:00"
 
     def only(self, *resources: str) -> RunWindow:
         return replace(self, resources=tuple(resources))
