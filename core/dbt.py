@@ -82,7 +82,9 @@ def _invoke(args: list[str], callbacks: list[Callable] | None = None, manifest=N
     from dbt.cli.main import dbtRunner  # dbt import costs ~4 s: only when dbt runs
 
     os.environ.setdefault(settings.WAREHOUSE_ENV, str(settings.warehouse_dir() / "_parse.duckdb"))
-    settings.export_duckdb_memory_limit()  # the same profile for parse and build: partial parsing
+    os.environ.update(
+        settings.duckdb_memory_env()
+    )  # one profile for parse and build: partial parsing
     return dbtRunner(manifest=manifest, callbacks=callbacks or []).invoke(args)
 
 
@@ -204,7 +206,7 @@ def warm_up(pipeline: settings.PipelineSettings) -> None:
     """
     prepare_manifest()
     seed_partial_parse(pipeline.dbt_target_dir)
-    os.environ[settings.WAREHOUSE_ENV] = str(pipeline.warehouse)
+    settings.export_dbt_env(pipeline)  # what profiles.yml reads, set where dbt runs
     _invoke(
         ["parse", "--log-level", "none", *_base_args(pipeline.dbt_target_dir, pipeline.dbt_log_dir)]
     )
@@ -224,7 +226,7 @@ def build(
 
     prepare_manifest()
     seed_partial_parse(pipeline.dbt_target_dir)
-    os.environ[settings.WAREHOUSE_ENV] = str(pipeline.warehouse)
+    settings.export_dbt_env(pipeline)  # what profiles.yml reads, set where dbt runs
     common = ["--quiet", *_base_args(pipeline.dbt_target_dir, pipeline.dbt_log_dir)]
     if extra_vars:
         common += ["--vars", json.dumps(extra_vars)]

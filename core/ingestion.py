@@ -88,14 +88,20 @@ class IngestionConfig:
         last = f"{year + self.scale - 1:04d}-{month:02d}"
         return self.start, (month_start(next_month(last)) - dt.timedelta(days=1)).isoformat()
 
-    def runtime_env(self, resources: tuple[str, ...] | None = None) -> dict[str, str]:
+    def runtime_env(
+        self, resources: tuple[str, ...] | None = None, *, concurrent_units: bool = False
+    ) -> dict[str, str]:
         """dlt's configuration (HTTP retries, workers) as the environment variables dlt reads.
 
         Parallel normalize pays off only for the big time-sliced table (flights, 4 files of 100k
-        rows for the year): a process pool costs 0.5-1 s to start, more than a small resource
-        takes to normalize. Other loads normalize in-process.
+        rows): a process pool costs more to start than a small resource takes to normalize, so
+        other loads normalize in-process. ``concurrent_units``: units load at once in this
+        process (threads, on PostgreSQL), sharing one environment; every unit then gets the same
+        values (in-process normalize, the units being the parallelism), so none overwrites
+        another's while it runs.
         """
-        workers = self.normalize_workers if resources is None or "flights" in resources else 1
+        big = resources is None or "flights" in resources
+        workers = self.normalize_workers if big and not concurrent_units else 1
         return {
             "RUNTIME__REQUEST_MAX_ATTEMPTS": str(self.max_attempts),
             "RUNTIME__REQUEST_BACKOFF_FACTOR": str(self.backoff_factor),

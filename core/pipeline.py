@@ -260,7 +260,8 @@ def ingest(
     config = config or load_config()
     pipeline = settings.for_pipeline(name)
     location = pipeline.location
-    os.environ.update(config.runtime_env(run_window.resources))
+    concurrent = warehouse.allows_parallel_writers(location)
+    os.environ.update(config.runtime_env(run_window.resources, concurrent_units=concurrent))
     result = IngestResult(pipeline=name, window=run_window)
     started = time.perf_counter()
     unit = run_window.resources[0] if len(run_window.resources) == 1 else None

@@ -7,13 +7,13 @@ Every path Quartet writes to is derived here from two roots:
 * the repository itself (``transform/`` for the dbt project, ``core/ingestion.toml``).
 
 The warehouse of a run is ``$QUARTET_HOME/warehouse/<name>.duckdb``. :func:`for_pipeline`
-hands that absolute path to dlt and exports it as ``QUARTET_WAREHOUSE``, the variable dbt's
-``profiles.yml`` reads, so dlt and dbt can never point at two different files.
+hands that absolute path to dlt, and :meth:`PipelineSettings.dbt_env` gives it to dbt's
+``profiles.yml`` as ``QUARTET_WAREHOUSE`` (set where dbt runs), so dlt and dbt can never point at
+two different files.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,34 +91,49 @@ class PipelineSettings:
         """Where the warehouse is: its PostgreSQL URL, else the DuckDB file."""
         return self.warehouse_url or self.warehouse
 
+    def dbt_env(self) -> dict[str, str]:
+        """What transform/profiles.yml reads to reach this pipeline's warehouse: the DuckDB file
+        (and DuckDB's memory limit), or the PostgreSQL target and the URL's parts."""
+        return {
+            WAREHOUSE_ENV: str(self.warehouse),
+            **dbt_target_env(self.warehouse_url),
+            **duckdb_memory_env(),
+        }
+
 
 def warehouse_url() -> str | None:
     """The PostgreSQL warehouse URL (QUARTET_WAREHOUSE_URL), or None: DuckDB files."""
     return os.environ.get(WAREHOUSE_URL_ENV) or None
 
 
-def export_dbt_target(url: str | None) -> None:
-    """Point transform/profiles.yml at ``url`` (its postgres target) or at DuckDB (None)."""
+def dbt_target_env(url: str | None) -> dict[str, str]:
+    """transform/profiles.yml's target: its postgres target at ``url``, else DuckDB (None)."""
     if not url:
-        os.environ[DBT_TARGET_ENV] = "duckdb"
-        return
+        return {DBT_TARGET_ENV: "duckdb"}
     from urllib.parse import unquote, urlsplit
 
     parts = urlsplit(url)
-    os.environ.update(
-        {
-            DBT_TARGET_ENV: "postgres",
-            "QUARTET_PG_HOST": parts.hostname or "127.0.0.1",
-            "QUARTET_PG_PORT": str(parts.port or 5432),
-            "QUARTET_PG_USER": unquote(parts.username or "postgres"),
-            "QUARTET_PG_PASSWORD": unquote(parts.password or ""),
-            "QUARTET_PG_DBNAME": parts.path.lstrip("/") or "postgres",
-        }
-    )
+    return {
+        DBT_TARGET_ENV: "postgres",
+        "QUARTET_PG_HOST": parts.hostname or "127.0.0.1",
+        "QUARTET_PG_PORT": str(parts.port or 5432),
+        "QUARTET_PG_USER": unquote(parts.username or "postgres"),
+        "QUARTET_PG_PASSWORD": unquote(parts.password or ""),
+        "QUARTET_PG_DBNAME": parts.path.lstrip("/") or "postgres",
+    }
+
+
+def export_dbt_env(pipeline: PipelineSettings) -> PipelineSettings:
+    """Set what dbt's profile reads for ``pipeline`` in this process's environment, where dbt
+    runs in-process or in a child that inherits it (dbt reads its profile from the environment:
+    it is the one setting that cannot travel as a value). Returns ``pipeline``."""
+    os.environ.update(pipeline.dbt_env())
+    return pipeline
 
 
 def for_pipeline(name: str, *, export: bool = True) -> PipelineSettings:
-    """Settings for pipeline ``name``; ``export`` sets QUARTET_WAREHOUSE for dbt."""
+    """Settings for pipeline ``name``; ``export`` also sets dbt's profile environment
+    (:func:`export_dbt_env`)."""
     if name not in PIPELINE_NAMES and not name.replace("_", "").isalnum():
         raise ValueError(f"invalid pipeline name {name!r}")
     warehouse = warehouse_dir() / f"{name}.duckdb"
@@ -132,21 +147,19 @@ def for_pipeline(name: str, *, export: bool = True) -> PipelineSettings:
         dbt_log_dir=root / "dbt" / "logs",
         warehouse_url=warehouse_url(),
     )
-    if export:
-        os.environ[WAREHOUSE_ENV] = str(warehouse)
-        export_dbt_target(settings.warehouse_url)
-        export_duckdb_memory_limit()
-    return settings
+    return export_dbt_env(settings) if export else settings
 
 
-def export_duckdb_memory_limit() -> None:
-    """QUARTET_DUCKDB_MEMORY_LIMIT for dbt's profile, from [performance] duckdb_memory_limit."""
+def duckdb_memory_env() -> dict[str, str]:
+    """QUARTET_DUCKDB_MEMORY_LIMIT for dbt's profile, from [performance] duckdb_memory_limit
+    (nothing when the config is broken: the run itself reports that, by name, before dbt runs)."""
     from core.failures import ConfigError
     from core.ingestion import load_config  # here: core.ingestion imports settings
 
-    # a bad configuration is reported by the run itself, by name, before dbt runs
-    with contextlib.suppress(ConfigError):
-        os.environ[DUCKDB_MEMORY_ENV] = load_config().duckdb_memory_limit
+    try:
+        return {DUCKDB_MEMORY_ENV: load_config().duckdb_memory_limit}
+    except ConfigError:
+        return {}
 
 
 def manifest_path() -> Path:

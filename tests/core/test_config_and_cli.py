@@ -173,3 +173,26 @@ def test_the_pause_point_is_inert_unless_asked_for_and_names_a_bad_value(monkeyp
     monkeypatch.setenv(PAUSE_ENV, "flights:transform")
     with pytest.raises(ValueError, match=PAUSE_ENV):
         pause_point(["flights"])
+
+
+def test_units_loading_at_once_share_one_dlt_environment():
+    """Units on threads of one process (PostgreSQL) share os.environ: each must set the same
+    dlt settings, or one unit's normalize reads another's workers mid-run."""
+    config = load_config()
+    by_unit = {r: config.runtime_env((r,), concurrent_units=True) for r in config.resources}
+    assert len({tuple(sorted(env.items())) for env in by_unit.values()}) == 1
+    alone = config.runtime_env(("flights",))
+    assert alone["NORMALIZE__WORKERS"] == str(config.normalize_workers)  # one unit: its pool
+
+
+def test_settings_are_values_until_dbt_runs(monkeypatch):
+    """for_pipeline(export=False) changes no environment; dbt_env() says what dbt will read."""
+    before = dict(os.environ)
+    pipeline = settings.for_pipeline("bare", export=False)
+    assert dict(os.environ) == before
+    env = pipeline.dbt_env()
+    assert env[settings.WAREHOUSE_ENV] == str(pipeline.warehouse)
+    assert env[settings.DBT_TARGET_ENV] == "duckdb"
+    monkeypatch.setenv(settings.WAREHOUSE_URL_ENV, "postgresql://u:p%40ss@127.0.0.1:5433/w")
+    pg = settings.for_pipeline("bare", export=False).dbt_env()
+    assert pg["QUARTET_PG_PASSWORD"] == "p@ss" and pg["QUARTET_PG_DBNAME"] == "w"

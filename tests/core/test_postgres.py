@@ -42,7 +42,7 @@ def run_on(url: str, name: str, **kwargs) -> list[pipeline.IngestResult]:
             os.environ.pop(settings.WAREHOUSE_URL_ENV, None)
         else:
             os.environ[settings.WAREHOUSE_URL_ENV] = previous
-        settings.export_dbt_target(None)
+        os.environ.update(settings.dbt_target_env(None))
 
 
 # ---------------------------------------------------------------------------- the provider

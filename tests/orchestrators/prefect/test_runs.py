@@ -113,7 +113,7 @@ def warehouse_url(url: str):
         yield
     finally:
         os.environ.pop(settings.WAREHOUSE_URL_ENV, None)
-        settings.export_dbt_target(None)
+        os.environ.update(settings.dbt_target_env(None))
 
 
 @pytest.fixture(scope="module")

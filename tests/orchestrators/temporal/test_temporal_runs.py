@@ -99,7 +99,7 @@ def test_run_command_on_postgres_ingests_at_once_equals_bare_then_a_rerun_change
     try:
         history, runs, result = asyncio.run(rerun())
     finally:
-        settings.export_dbt_target(None)  # the worker's dbt exports: back to DuckDB
+        os.environ.update(settings.dbt_target_env(None))  # the worker's dbt exports: back to DuckDB
     assert source_api.token not in history  # the token is worker configuration only
     # what the workflow scheduled: one activity per resource and one per dbt model
     ingestions = [r for r in runs if r["type"] == "ingest_resource"]
