@@ -82,13 +82,22 @@ def process_start_time(pid: int) -> int | None:
 
 
 def group_alive(pgid: int) -> bool:
+    """True while a process of the group has not exited. A zombie has exited: only its parent's
+    wait is left (a service whose starter has exited is reaped by PID 1 when it gets to it)."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # state, ppid, pgrp, ...
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def stop_group(pgid: int, *, timeout: float = 20.0, sig: int = signal.SIGTERM) -> None:
@@ -96,15 +105,20 @@ def stop_group(pgid: int, *, timeout: float = 20.0, sig: int = signal.SIGTERM) -
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and group_alive(pgid):
-        _reap(pgid)
-        time.sleep(0.1)
-    if group_alive(pgid):
+    while time.monotonic() < deadline and _reaped_alive(pgid):
+        time.sleep(0.05)
+    if _reaped_alive(pgid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
-        while group_alive(pgid) and time.monotonic() < deadline + 5:
-            _reap(pgid)
+        while _reaped_alive(pgid) and time.monotonic() < deadline + 5:
             time.sleep(0.05)
+
+
+def _reaped_alive(pgid: int) -> bool:
+    """Reap our own child (the group's leader, when we started it), then: is any of the group
+    still running?"""
+    _reap(pgid)
+    return group_alive(pgid)
 
 
 def _reap(pid: int) -> None:

@@ -151,14 +151,17 @@ def _http_service(name: str, tmp_path: Path, port: int) -> kit.Service:
 
 
 def _children(pid: int) -> list[int]:
+    """The processes of group ``pid`` that still run (an exited one waiting for its reaper, a
+    zombie, runs no more)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if os.getpgid(int(entry.name)) == pid:
-                    found.append(int(entry.name))
-            except ProcessLookupError:
-                pass
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pid and fields[0] != "Z":
+                found.append(int(entry.name))
     return found
 
 
