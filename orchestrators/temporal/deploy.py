@@ -165,7 +165,14 @@ def up() -> None:
 
 
 def down() -> None:
-    topology().down()
+    """Stop the services service by service, saying which (the kit's Topology), workers first:
+    each stops polling and finishes or gives back its activity (worker.GRACEFUL_STOP) while the
+    server is still there to take it back."""
+    if fleet_stopped := topology().down():
+        db = settings.shown_path(state_dir() / "temporal.db")
+        progress.say(
+            PIPELINE, f"stopped {len(fleet_stopped)} services; the runs' history stays in {db}"
+        )
     (state_dir() / "endpoints.json").unlink(missing_ok=True)
 
 
@@ -186,6 +193,10 @@ def submit(request: kit.RunRequest) -> None:
         handle = await start(client, run)
         progress.say(PIPELINE, f"workflow {handle.id} on {address()} ({request.label})")
         await follow(client, handle, run)
-        progress.say(PIPELINE, f"workflow {handle.id} completed")
+        logs = settings.shown_path(kit.log_dir(PIPELINE))
+        progress.say(
+            PIPELINE,
+            f"workflow {handle.id} completed; the workers' logs: {logs}/worker-*.log",
+        )
 
     asyncio.run(main())

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from temporalio.common import WorkflowIDConflictPolicy
 
-from core import kit
+from core import kit, settings
 from core.kit import progress
 from core.net import free_port
 from orchestrators.temporal import ADDRESS_ENV, PIPELINE, UI_URL_ENV
@@ -126,4 +126,4 @@ def run(request: kit.RunRequest) -> None:
     log = progress.orchestrator_log(PIPELINE, ("temporalio", "dlt", "dbt"))
     with kit.source_api() as (url, token), dev_server() as server:
         asyncio.run(run_here(request, server, url, token))
-    progress.say(PIPELINE, f"run succeeded; the orchestrator's log: {log}")
+    progress.say(PIPELINE, f"run succeeded; the orchestrator's log: {settings.shown_path(log)}")

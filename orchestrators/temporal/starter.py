@@ -141,12 +141,17 @@ async def follow(
         while True:
             closed = await _closed(run)  # then one last look at its units
             units = await _progress(run)
-            for name, unit in units.items():
-                if unit.state in ("done", "failed", "skipped") and name not in shown:
-                    shown.add(name)
-                    detail = unit.detail if unit.state == "done" else unit.state.upper()
-                    label = f"{name} [{partition}]" if len(runs) > 1 else name
-                    say(progress.unit_line(PIPELINE, unit.kind, label, unit.seconds or 0.0, detail))
+            ended = sorted(
+                (unit.ended, name)
+                for name, unit in units.items()
+                if unit.state in ("done", "failed", "skipped") and name not in shown
+            )
+            for _, name in ended:  # in the order the units ended: a model after its parents
+                unit = units[name]
+                shown.add(name)
+                detail = unit.detail if unit.state == "done" else unit.state.upper()
+                label = f"{name} [{partition}]" if len(runs) > 1 else name
+                say(progress.unit_line(PIPELINE, unit.kind, label, unit.seconds or 0.0, detail))
             if closed:
                 break
             await asyncio.sleep(poll)

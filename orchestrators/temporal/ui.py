@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
-from core import kit
+from core import kit, settings
 from core.kit import progress
 from orchestrators.temporal import PIPELINE, TASK_QUEUE, WAREHOUSE_TASK_QUEUE
 from orchestrators.temporal.run import Server, dev_server
+from orchestrators.temporal.starter import SCHEDULE_ID
+from orchestrators.temporal.worker import GRACEFUL_STOP
 
 
 async def _serve(request: kit.UiRequest, server: Server, url: str, token: str) -> None:
@@ -29,26 +31,42 @@ async def _serve(request: kit.UiRequest, server: Server, url: str, token: str) -
         await start_watcher(client)
         run = workflow_input(kit.RunRequest(name=PIPELINE, as_of=request.as_of))
         handle = await start(client, run)
-        progress.say(PIPELINE, f"{server.ui_url} is up; running {handle.id} ...")
+        progress.say(PIPELINE, f"workflow {handle.id} on {server.address}: running it ...")
         try:
             await follow(client, handle, run)
         except kit.RunFailed as exc:
             progress.say(PIPELINE, str(exc))
-        print(
-            f"Temporal UI: {server.ui_url}/namespaces/default/workflows (server {server.address}; "
-            f"worker on {TASK_QUEUE} + {WAREHOUSE_TASK_QUEUE}). Ctrl-C stops everything.",
-            flush=True,
+        run_id = (await handle.describe()).run_id
+        for line in links(str(server.ui_url), handle.id, run_id):
+            progress.say(PIPELINE, line)
+        progress.say(
+            PIPELINE,
+            f"Temporal UI on {server.ui_url} (server {server.address}; a worker polling "
+            f"{TASK_QUEUE} and {WAREHOUSE_TASK_QUEUE}); Ctrl-C stops everything",
         )
         await asyncio.Event().wait()
 
 
+def links(ui_url: str, workflow_id: str, run_id: str) -> list[str]:
+    """The pages a person looks at first, the run's graph first: its Timeline (one bar per
+    activity, ingestion then dbt in DAG order); every run the home's server holds (those of
+    ``quartet run temporal`` too: they share its SQLite file); the Schedule."""
+    namespace = f"{ui_url}/namespaces/default"
+    return [
+        f"the last run as a graph:  {namespace}/workflows/{workflow_id}/{run_id}/timeline",
+        f"every run:                {namespace}/workflows",
+        f"the monthly schedule:     {namespace}/schedules/{SCHEDULE_ID}",
+    ]
+
+
 #: after Ctrl-C, how long the workers may take to stop before the command leaves them to its own
-#: exit: their shutdown waits for their open long polls to end, up to a minute
-STOP_GRACE_SECONDS = 5
+#: exit: a running activity gets worker.GRACEFUL_STOP to finish before it is given back
+STOP_GRACE_SECONDS = GRACEFUL_STOP.total_seconds() + 5
 
 
 def serve(request: kit.UiRequest) -> None:
-    progress.orchestrator_log(PIPELINE, ("temporalio", "dlt", "dbt"))
+    log = progress.orchestrator_log(PIPELINE, ("temporalio", "dlt", "dbt"))
+    progress.say(PIPELINE, f"the orchestrator's log: {settings.shown_path(log)}")
     with kit.source_api() as (url, token), dev_server(ui=True, ui_port=request.port) as server:
         loop = asyncio.new_event_loop()
         main = loop.create_task(_serve(request, server, url, token))

@@ -21,9 +21,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -49,6 +51,15 @@ def warehouse_slots() -> int:
 #: threads for the light activities (plan, source status, alert) beside the warehouse slots
 LIGHT_THREADS = 3
 
+#: on stop, how long a running activity may go on before it is cancelled. Either way nothing is
+#: lost: the worker polls no new task once its stop begins; an activity that ends in this time
+#: reports its result; one still running is cancelled and reported failed, and its retry policy
+#: gives it to another worker at once (a worker killed outright gives it back too, when its
+#: heartbeat timeout expires). A cancelled attempt's partial work is harmless: the writer lock
+#: is released with the exception, dlt's unfinished load package is finished or dropped before
+#: the next extract, and the merge on (id, updated_at) makes a repeated load a no-op.
+GRACEFUL_STOP = timedelta(seconds=5)
+
 
 @contextlib.asynccontextmanager
 async def workers(client: Client, activities: PipelineActivities) -> AsyncIterator[None]:
@@ -69,6 +80,7 @@ async def workers(client: Client, activities: PipelineActivities) -> AsyncIterat
                     activities.send_failure_alert,
                 ],
                 activity_executor=executor,
+                graceful_shutdown_timeout=GRACEFUL_STOP,
             ),
             Worker(
                 client,
@@ -76,6 +88,7 @@ async def workers(client: Client, activities: PipelineActivities) -> AsyncIterat
                 activities=[activities.ingest_resource, activities.build_model],
                 activity_executor=executor,
                 max_concurrent_activities=slots,
+                graceful_shutdown_timeout=GRACEFUL_STOP,
             ),
         ):
             yield
@@ -102,11 +115,21 @@ async def serve(url: str, token: str) -> None:
 
     client = await connect(os.environ.get(ADDRESS_ENV, "localhost:7233"))
     activities = PipelineActivities(url, token, ui_url=os.environ.get(UI_URL_ENV))
+    # SIGTERM/SIGINT end the block below in order: each Worker stops polling, lets a running
+    # activity finish or gives it back (GRACEFUL_STOP), and closes. A KeyboardInterrupt raised
+    # into the event loop instead cancels the Workers' own tasks halfway, and their shutdown
+    # then waits for pollers nobody drives any more, until `down` kills the process.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     async with workers(client, activities):
         print(
             f"worker {client.identity} polling {TASK_QUEUE} and {WAREHOUSE_TASK_QUEUE}", flush=True
         )
-        await asyncio.Event().wait()  # until SIGTERM/SIGINT
+        await stop.wait()
+        print(f"worker {client.identity} stopping: no new tasks; finishing its own", flush=True)
+    print(f"worker {client.identity} stopped", flush=True)
 
 
 def main() -> int:
@@ -127,9 +150,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    import signal
-
     from core.kit import exit_process
 
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C: unwind
+    # before the event loop runs (imports, connecting): SIGTERM stops like Ctrl-C, unwinding
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     exit_process(main())

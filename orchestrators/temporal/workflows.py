@@ -98,6 +98,10 @@ class Unit:
     state: str = "pending"  # pending, running, done, failed, skipped
     seconds: float | None = None
     detail: str = ""
+    #: the how-manieth unit of the run to end (0: not yet): the follower prints units in the order
+    #: they end, which keeps a model after its parents (the query's answer is a JSON object whose
+    #: keys the data converter sorts, so its own order says nothing)
+    ended: int = 0
 
 
 @dataclass
@@ -143,6 +147,11 @@ def _rows(count: int, new: bool = False) -> str:
 class PipelineWorkflow:
     def __init__(self) -> None:
         self._units: dict[str, Unit] = {}
+        self._ended = 0
+
+    def _end(self, unit: Unit, state: str) -> None:
+        self._ended += 1
+        unit.state, unit.ended = state, self._ended
 
     @workflow.query
     def progress(self) -> dict[str, Unit]:
@@ -193,10 +202,11 @@ class PipelineWorkflow:
                     **request.policy.warehouse_unit(),
                 )
             except ActivityError:
-                unit.state = "failed"
+                self._end(unit, "failed")
                 raise
-            unit.state, unit.seconds = "done", output.seconds
+            unit.seconds = output.seconds
             unit.detail = f"{_rows(output.new_rows, new=True)} ({output.rows_fetched:,} fetched)"
+            self._end(unit, "done")
             return output
 
         if request.policy.parallel_ingestion:
@@ -212,7 +222,7 @@ class PipelineWorkflow:
             unit = self._units[step.name]
             if blocked & set(step.after):
                 blocked.add(step.name)
-                unit.state = "skipped"
+                self._end(unit, "skipped")
                 failures.append(NodeResult(step.name, step.name, "model", "skipped", 0.0))
                 continue
             unit.state = "running"
@@ -229,12 +239,15 @@ class PipelineWorkflow:
                     NodeResult(step.name, step.name, "model", "error", 0.0, str(exc.cause or exc))
                 ]
                 blocked.add(step.name)
-                unit.state = "failed"
+                self._end(unit, "failed")
                 continue
             built.append(output)
             model = next((n for n in output.nodes if n.name == step.name), None)
-            tests = sum(1 for n in output.nodes if n.resource_type != "model")
-            unit.state, unit.seconds = "done", output.seconds
+            # the model's own tests (core.lineage's rule), as this build reports them: the tests
+            # of its raw tables run in the same build but belong to those tables
+            own = set(step.tests)
+            tests = sum(1 for n in output.nodes if n.resource_type != "model" and n.name in own)
+            unit.seconds = output.seconds
             unit.detail = ", ".join(
                 part
                 for part in (
@@ -243,6 +256,7 @@ class PipelineWorkflow:
                 )
                 if part
             )
+            self._end(unit, "done")
         if failures:
             raise ApplicationError(
                 failure_report(failures), type="DbtBuildError", non_retryable=True

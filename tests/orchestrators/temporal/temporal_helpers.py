@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -56,3 +57,17 @@ async def activity_runs(handle: WorkflowHandle) -> list[dict]:
                     run["closed"] = event.event_time.ToDatetime()
                     run["outcome"] = field.split("_")[2]
     return runs
+
+
+def texts(value) -> list[str]:
+    """Every string of a JSON answer of Temporal's HTTP API, each payload's data decoded too (the
+    API sends it base64: a token inside would not show in the raw text)."""
+    if isinstance(value, dict):
+        found = [t for v in value.values() for t in texts(v)]
+        data = value.get("data")
+        if isinstance(data, str) and "metadata" in value:
+            found.append(base64.b64decode(data).decode(errors="replace"))
+        return found
+    if isinstance(value, list):
+        return [t for v in value for t in texts(v)]
+    return [value] if isinstance(value, str) else []

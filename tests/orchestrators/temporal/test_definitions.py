@@ -235,3 +235,40 @@ def test_a_failing_test_blocks_only_downstream_and_reports_in_cores_words(tempor
     assert error.cause.message == expected_report
     assert units["fct_flights"].state == "skipped" and units["dim_carriers"].state == "done"
     assert mocks.alerts == [expected_report]  # the alert carries the same words
+
+
+def test_follow_prints_each_unit_once_in_the_order_units_ended(monkeypatch) -> None:
+    """The ``progress`` query's answer reaches the CLI with its keys sorted (the SDK's JSON
+    converter): the follower orders by each unit's end rank, so a model follows its parents."""
+    from orchestrators.temporal import starter
+    from orchestrators.temporal.workflows import Unit
+
+    first = {  # alphabetical, as the converter hands it over; stg_airports ended first
+        "dim_airports": Unit("dbt", "done", 0.2, "2 tests passed", ended=2),
+        "stg_airports": Unit("dbt", "done", 0.1, "2 tests passed", ended=1),
+        "stg_flights": Unit("dbt", "running"),
+    }
+    last = {**first, "stg_flights": Unit("dbt", "failed", ended=3)}
+    polls, closed = iter([first, last]), iter([False, True])
+
+    async def progress(_handle):
+        return next(polls)
+
+    async def is_closed(_handle):
+        return next(closed)
+
+    class Handle:
+        id = "quartet-full"
+
+        async def result(self) -> None:
+            return None
+
+    monkeypatch.setattr(starter, "_progress", progress)
+    monkeypatch.setattr(starter, "_closed", is_closed)
+    lines: list[str] = []
+    asyncio.run(starter.follow(None, Handle(), PipelineInput(), say=lines.append))
+    assert [(line.split()[2], line.split()[-1]) for line in lines] == [
+        ("stg_airports", "passed"),
+        ("dim_airports", "passed"),
+        ("stg_flights", "FAILED"),
+    ]

@@ -16,11 +16,12 @@ import re
 import shutil
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from temporal_helpers import activity_runs
+from temporal_helpers import activity_runs, texts
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import (
     ScheduleActionExecutionStartWorkflow,
@@ -30,7 +31,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from core import settings
+from core import lineage, settings
 from core.fingerprint import diff, fingerprint
 from core.source_api import set_clock
 from orchestrators.temporal import deploy
@@ -46,7 +47,9 @@ from orchestrators.temporal.workflows import BackfillInput, PipelineWorkflow
 from tests.browser import chromium_page, screenshot
 from tests.helpers import (
     JANUARY,
+    assert_loopback_only,
     assert_same_as_bare,
+    assert_token_on_no_command_line,
     expected,
     fresh_warehouse,
     quartet,
@@ -112,6 +115,15 @@ def test_up_starts_the_server_and_two_workers_healthy_and_twice_is_harmless(depl
     status = json.loads(quartet("status", "temporal", "--json").stdout)
     assert {"server", "worker-1", "worker-2"} <= set(status)
     assert all(s["ready"] for s in status.values()), status
+    # who may look: no login on Temporal's UI or frontend, so every socket of every service
+    # (frontend, UI, HTTP API, metrics, the server's internal ports, the source API) is on
+    # loopback, and the token is in the workers' environment, on no command line
+    pids = [s["pid"] for s in status.values()]
+    sockets = assert_loopback_only(*pids)
+    ends = deploy.endpoints()
+    assert {ends["port"], ends["ui_port"]} <= {port for _, port, _, _ in sockets}, sockets
+    token = os.environ.get(settings.SOURCE_API_TOKEN_ENV) or settings.DEV_API_TOKEN
+    assert_token_on_no_command_line(token, *pids)
     rss = {name: rss_mb(s["pid"]) for name, s in status.items()}
     print(f"up to healthy {deployed['up_seconds']:.1f}s; idle RSS MB {rss}")
     again = quartet("up", "temporal", timeout=120)
@@ -140,6 +152,15 @@ def test_deployed_run_is_submitted_followed_and_equals_bare(
         line for line in run.stdout.splitlines() if re.match(r"\[temporal\] (ingest|dbt) ", line)
     ]
     assert len(lines) == expected().units, run.stdout
+    # one line per unit as it ends: a model after its parents, with its own tests counted
+    graph = lineage.canonical()
+    shown = {line.split()[2]: (i, line) for i, line in enumerate(lines)}
+    for parent, child in graph.edges:
+        if parent in shown and child in shown:
+            assert shown[parent][0] < shown[child][0], f"{child} printed before {parent}"
+    for model in expected().models:
+        count = len(graph.tests.get(model, ()))
+        assert re.search(rf"\b{count} tests passed", shown[model][1]), shown[model]
 
     # the token is worker configuration: never in history, the server's database or its log
     async def history() -> tuple[str, list[dict]]:
@@ -149,6 +170,14 @@ def test_deployed_run_is_submitted_followed_and_equals_bare(
 
     history_json, runs = asyncio.run(history())
     assert source_api.token not in history_json
+    # the same history as anyone on the machine reads it: the UI's HTTP API, no credentials
+    ui = deploy.topology().service("server").url
+    run_id = runs_run_id()
+    url = f"{ui}/api/v1/namespaces/default/workflows/{workflow_input_id()}/history"
+    with urllib.request.urlopen(f"{url}?execution.runId={run_id}", timeout=30) as answer:
+        strings = texts(json.load(answer))
+    assert any("build_model" in s for s in strings), "no activity in the history read"
+    assert not [s for s in strings if source_api.token in s]
     # both workers wrote to the warehouse, one at a time (the writer lock): what waiting cost
     writes = sorted(
         (r["started"], r["closed"], r["identity"])
@@ -210,6 +239,16 @@ def test_deployed_ui_shows_the_client_started_workflow_on_its_timeline(deployed,
         m.group(1) for m in map(re.compile(r"• (?:ingest|dbt build) (\w+)").search, labels) if m
     }
     assert shown == {*expected().resources, *expected().models}, labels
+
+
+def runs_run_id() -> str:
+    """The run id of the client-started January run."""
+
+    async def describe() -> str:
+        client = await connect(deploy.address())
+        return (await client.get_workflow_handle(workflow_input_id()).describe()).run_id
+
+    return asyncio.run(describe())
 
 
 def workflow_input_id() -> str:
