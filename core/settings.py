@@ -34,6 +34,10 @@ DUCKDB_MEMORY_ENV = "QUARTET_DUCKDB_MEMORY_LIMIT"
 #: dbt target chosen by transform/profiles.yml (duckdb or postgres), set by :func:`for_pipeline`
 DBT_TARGET_ENV = "QUARTET_DBT_TARGET"
 
+#: QUARTET_STOCK=1 turns every adapter's speed levers off (each adapter's levers module): the
+#: orchestrator's stock idiom, as its docs write it, to measure beside the tuned one
+STOCK_ENV = "QUARTET_STOCK"
+
 #: token of the API that Quartet starts itself when SOURCE_API_URL is unset (a local dev secret)
 DEV_API_TOKEN = "quartet-dev-token"
 
@@ -54,6 +58,11 @@ QUIET_ENV = {
 }
 for _key, _value in QUIET_ENV.items():
     os.environ.setdefault(_key, _value)
+
+
+def stock() -> bool:
+    """Whether the adapters run their orchestrator's stock idiom, every speed lever off."""
+    return os.environ.get(STOCK_ENV, "0") not in ("", "0")
 
 
 def home() -> Path:
