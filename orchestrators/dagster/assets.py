@@ -15,12 +15,19 @@
   step at once (``Failure(allow_retries=False)``).
 """
 
+import sys
+from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 import requests
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliInvocation,
+    DbtCliResource,
+)
 from dagster_dbt import dbt_assets as dbt_assets_decorator
 from dagster_dlt import DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
@@ -33,9 +40,13 @@ from core.source import flights_source
 from core.warehouse import WarehouseBusyError, writer_lock
 from orchestrators.dagster.project import (
     CONFIG,
+    DBT_FINISHED_AT,
+    DBT_STARTED_AT,
     MONTHLY,
     NAME,
     PIPELINE,
+    UNIT_TESTS_FAILED,
+    UNIT_TESTS_PASSED,
     WAREHOUSE_POOL,
     run_windows,
 )
@@ -156,8 +167,12 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterat
     # the configured warehouse (a DuckDB file or a PostgreSQL URL), as dbt's profile targets it
     with writer_lock(PIPELINE.location, purpose="dagster dbt build"):
         # raise_on_error=False only to re-raise below with the failing tests named
-        invocation = dbt.cli(["build"], context=context, target_path=target, raise_on_error=False)
-        yield from invocation.stream()
+        # dagster-dbt echoes dbt's log to stdout (a step's compute log): colours only on a terminal
+        colours = "--use-colors" if sys.stdout.isatty() else "--no-use-colors"
+        invocation = dbt.cli(
+            ["build", colours], context=context, target_path=target, raise_on_error=False
+        )
+        yield from with_dbt_facts(invocation, context)
     if not invocation.is_successful():
         failures = dbt_project.failures_from_run_results(
             invocation.get_artifact("run_results.json")
@@ -167,3 +182,51 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterat
             description=dbt_project.failure_report(failures, "see the dbt logs of this step"),
             allow_retries=False,
         )
+
+
+def with_dbt_facts(invocation: DbtCliInvocation, context: dg.AssetExecutionContext) -> Iterator:
+    """``invocation.stream()``, each model's and test's event carrying dbt's own facts.
+
+    dagster-dbt turns a dbt unit test into no event at all (it is no asset check), so a model's
+    line could not count it; and a Dagster event's timestamp is when Dagster logged it, not when
+    dbt ran the node. A unit test runs before its model in ``dbt build``: its result is known
+    when the model's output is yielded.
+    """
+    manifest = invocation.manifest
+    unit_tests: dict[str, list[bool]] = defaultdict(list)  # model unique_id -> passed, per test
+    for event in invocation.stream_raw_events():
+        info = event.raw_event["data"].get("node_info") or {}
+        unique_id = info.get("unique_id") or ""
+        if (
+            unique_id.startswith("unit_test.")
+            and event.raw_event["info"]["name"] == "LogTestResult"
+        ):
+            model = manifest["unit_tests"][unique_id]["depends_on"]["nodes"][0]
+            # dbt reports a unit test's result as a test's: "pass", "fail" or "error"
+            status = event.raw_event["data"].get("status") or info.get("node_status")
+            unit_tests[model].append(str(status).lower() in ("pass", "success"))
+        facts = {
+            key: dg.MetadataValue.text(info[field])
+            for key, field in (
+                (DBT_STARTED_AT, "node_started_at"),
+                (DBT_FINISHED_AT, "node_finished_at"),
+            )
+            if info.get(field)
+        }
+        for dagster_event in event.to_default_asset_events(
+            manifest=manifest,
+            dagster_dbt_translator=invocation.dagster_dbt_translator,
+            context=context,
+            target_path=invocation.target_path,
+            project=invocation.project,
+        ):
+            if isinstance(dagster_event, dg.Output | dg.AssetMaterialization):
+                extra = dict(facts)
+                if unique_id in unit_tests:
+                    results = unit_tests[unique_id]
+                    extra[UNIT_TESTS_PASSED] = sum(results)
+                    extra[UNIT_TESTS_FAILED] = len(results) - sum(results)
+                dagster_event = dagster_event.with_metadata({**dagster_event.metadata, **extra})
+            elif isinstance(dagster_event, dg.AssetCheckResult | dg.AssetCheckEvaluation):
+                dagster_event = dagster_event._replace(metadata={**dagster_event.metadata, **facts})
+            yield dagster_event

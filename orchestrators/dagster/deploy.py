@@ -436,7 +436,7 @@ def follow(
     retry it (``dagster/will_retry``: a lost run worker), follows the retry run.
     """
     from orchestrators.dagster.definitions import defs
-    from orchestrators.dagster.run import Progress, checks_per_asset, failure_summary
+    from orchestrators.dagster.run import Progress, checks_per_asset, failure_summary, log_event
 
     gql = client(state)
     job = defs.resolve_job_def(JOB)
@@ -447,6 +447,7 @@ def follow(
         status = gql.get_run_status(current)
         records = instance.get_records_for_run(current, cursor=cursor, limit=1000)
         for record in records.records:
+            log_event(record.event_log_entry)  # the run's event log, also in the log file
             printer(record.event_log_entry)
         cursor = records.cursor
         if records.has_more:
@@ -514,8 +515,11 @@ def _retries_left(instance: dg.DagsterInstance, run: dg.DagsterRun) -> int:
 
 def submit(request: RunRequest) -> None:
     """``quartet run dagster --deployed``: submit through the GraphQL API, follow, succeed."""
+    from orchestrators.dagster.run import CHATTY_LOGGERS
+
     state = _running_state()
     say = lambda line: print(line, flush=True)  # noqa: E731
+    log = progress.orchestrator_log(NAME, CHATTY_LOGGERS)
     label = request.label
     with deployed_instance(state) as instance:
         started = time.monotonic()
@@ -533,7 +537,8 @@ def submit(request: RunRequest) -> None:
     progress.say(
         NAME,
         f"{label} succeeded in {time.monotonic() - started:.1f}s; warehouse: "
-        f"{settings.for_pipeline(NAME, export=False).warehouse}; logs: {kit.log_dir(NAME)}",
+        f"{settings.for_pipeline(NAME, export=False).warehouse}; the runs' event log: {log} "
+        f"(services' logs in {kit.log_dir(NAME)})",
     )
 
 

@@ -29,6 +29,12 @@ PARALLEL_WRITERS = allows_parallel_writers(PIPELINE.location)
 #: on all of them, so it never competes with them), else one writer at a time (a DuckDB file)
 WAREHOUSE_POOL_LIMIT = len(CONFIG.resources) if PARALLEL_WRITERS else 1
 
+#: what dbt itself reported about a node, added to its event's metadata by the dbt asset: when
+#: dbt started and finished it (ISO 8601, UTC; ``timeline.py`` draws these), and for a model the
+#: results of its unit tests (dagster-dbt makes no event of a unit test)
+DBT_STARTED_AT, DBT_FINISHED_AT = "dbt/started_at", "dbt/finished_at"
+UNIT_TESTS_PASSED, UNIT_TESTS_FAILED = "dbt/unit_tests_passed", "dbt/unit_tests_failed"
+
 
 def _next_month(partition: str) -> str:
     year, month = (int(x) for x in partition.split("-"))
@@ -56,6 +62,7 @@ def dagster_home() -> Path:
     text = (
         "# Written by orchestrators/dagster/project.py (generated state, gitignored)\n"
         "telemetry:\n  enabled: false\n"
+        "nux:\n  enabled: false  # no 'Join the Dagster community' dialog over the UI\n"
         "concurrency:\n"
         "  pools:\n"
         f"    default_limit: {WAREHOUSE_POOL_LIMIT}  # {why}\n"

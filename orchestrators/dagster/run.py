@@ -5,8 +5,12 @@ webserver, no daemon), so ``quartet ui dagster`` later shows it. Without ``--par
 covers the whole range (a single-run backfill, like bare's full load); each ``--partition`` is a
 run of that month, in the order given.
 
-The terminal gets one line per unit (an ingestion resource, a dbt model with its tests); Dagster's
-own event log goes to ``.quartet/dagster/logs/run.log``. On a warehouse that admits parallel
+The terminal gets a header, one line per unit (an ingestion resource, a dbt model with its
+tests: data tests as Dagster asset checks plus dbt unit tests) and a result line; Dagster's event
+log and whatever the run writes to stdout (dagster-dbt echoes dbt's own log there) go to
+``.quartet/dagster/logs/run.log``. Each run is created with the code location's remote origin,
+as ``dagster dev`` names it, so the UI's Overview timeline (which leaves out runs without one)
+shows it beside the runs the UI launches. On a warehouse that admits parallel
 writers (PostgreSQL) the job's executor runs each step in a process of its own
 (``definitions.py``), so the run goes through ``execute_job`` and its progress is read from the
 run's event log. Before running, runs that a killed
@@ -21,11 +25,14 @@ import logging
 import os
 import re
 import sqlite3
+import sys
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 import dagster as dg
 import sqlalchemy
@@ -37,6 +44,8 @@ from orchestrators.dagster.project import (
     MONTHLY,
     NAME,
     PARALLEL_WRITERS,
+    UNIT_TESTS_FAILED,
+    UNIT_TESTS_PASSED,
     WAREHOUSE_POOL,
     use_dagster_home,
 )
@@ -49,6 +58,8 @@ CHATTY_LOGGERS = ("dagster", "dlt", "dbt", "dagster_dbt", "dagster_dlt")
 #: Dagster's console logger shows warnings and errors only; every event goes to the log file
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 UNFINISHED = (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING)
+#: the code location as ``dagster dev -m`` loads it (ui.py); its name is the module's
+CODE_LOCATION_MODULE = "orchestrators.dagster.definitions"
 
 
 def partition_tags(partitions: Iterable[str] = ()) -> dict[str, str]:
@@ -172,11 +183,14 @@ class Progress:
         seconds = float(metadata.get("Execution Duration") or 0.0)
         rows = metadata.get("dagster/row_count") or metadata.get("rows_affected")
         checks = self.checks.get(key, [])
+        # data tests are asset checks; unit tests are counted by the dbt asset (assets.py)
+        passed = sum(checks) + int(metadata.get(UNIT_TESTS_PASSED) or 0)
+        failed = len(checks) - sum(checks) + int(metadata.get(UNIT_TESTS_FAILED) or 0)
         detail = ", ".join(
             part
             for part in (
                 progress.rows(rows) if isinstance(rows, int) else "",
-                progress.tests_summary(sum(checks), len(checks) - sum(checks)),
+                progress.tests_summary(passed, failed),
             )
             if part
         )
@@ -215,7 +229,7 @@ def execute(
     }
     run_config = {**as_of_config(as_of), **QUIET_CONSOLE}
     with sqlite_commits_without_fsync(home), dg.DagsterInstance.get() as instance:
-        release_dead_runs(instance, say or (lambda _: None))
+        release_dead_runs(instance, (lambda m: say(f"[{NAME}] {m}")) if say else (lambda _: None))
         listeners = [log_event]
         if say is not None:
             listeners.append(Progress(checks_per_asset(job), say))
@@ -224,19 +238,86 @@ def execute(
                 instance, job_name, run_config=run_config, tags=tags, listeners=listeners
             )
         else:
-            run_id = str(uuid.uuid4())
+            from dagster._core.execution.api import execute_run
+
+            # the job's in-process executor (definitions.py): every step in this process, so
+            # the listeners hear each event as it is stored
+            run = create_run(instance, job_name, run_config=run_config, tags=tags)
             for listener in listeners:
-                instance.add_event_listener(run_id, listener)
-            result = job.execute_in_process(
-                instance=instance,
-                run_id=run_id,
-                tags=tags,
-                run_config=run_config,
-                raise_on_error=False,  # a failure is reported and alerted below
-            )
+                instance.add_event_listener(run.run_id, listener)
+            result = execute_run(reconstructable(job_name), run, instance, raise_on_error=False)
         if not result.success:
             alert(instance, result.run_id)
     return result
+
+
+def reconstructable(job_name: str):
+    """``job_name`` as a job another process (a step process, a re-execution) can rebuild."""
+    return dg.build_reconstructable_job(
+        CODE_LOCATION_MODULE, "job", reconstructable_args=(job_name,)
+    )
+
+
+def remote_origin(job_name: str):
+    """Where the webserver finds ``job_name``: the code location ``dagster dev -m`` serves.
+
+    A run created by ``execute_in_process`` or ``execute_job`` has none, and the UI's Overview
+    timeline leaves such runs out (it places runs by their repository): the Runs page listed
+    them while the Overview said "No runs".
+    """
+    from dagster._core.definitions.repository_definition.valid_definitions import (
+        SINGLETON_REPOSITORY_NAME,
+    )
+    from dagster._core.remote_origin import (
+        ManagedGrpcPythonEnvCodeLocationOrigin,
+        RemoteJobOrigin,
+        RemoteRepositoryOrigin,
+    )
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(  # named after the module, as dagster dev
+        LoadableTargetOrigin(
+            executable_path=sys.executable,
+            module_name=CODE_LOCATION_MODULE,
+            working_directory=str(settings.REPO_ROOT),
+        )
+    )
+    return RemoteJobOrigin(RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME), job_name)
+
+
+def create_run(
+    instance: dg.DagsterInstance, job_name: str, *, run_config: dict, tags: dict[str, str]
+) -> dg.DagsterRun:
+    """A run of ``job_name`` as ``dg.execute_job`` creates it, plus the remote origin."""
+    recon = reconstructable(job_name)
+    return instance.create_run_for_job(
+        job_def=recon.get_definition(),
+        run_config=run_config,
+        tags=tags,
+        job_code_origin=recon.get_python_origin(),
+        remote_job_origin=remote_origin(job_name),
+    )
+
+
+@contextlib.contextmanager
+def stdout_to(log: Path) -> Iterator[TextIO]:
+    """Everything written to stdout (fd 1: this process and the step processes it starts) goes
+    to ``log``; yields the terminal, for the progress lines.
+
+    dagster-dbt echoes dbt's whole log to stdout (meant for a step's compute log, which a run
+    in this process does not capture): here it joins Dagster's log instead of the terminal.
+    """
+    sys.stdout.flush()
+    terminal = os.fdopen(os.dup(1), "w", buffering=1)
+    log_fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log_fd, 1)
+    os.close(log_fd)
+    try:
+        yield terminal
+    finally:
+        sys.stdout.flush()
+        os.dup2(terminal.fileno(), 1)
+        terminal.close()
 
 
 @contextlib.contextmanager
@@ -320,16 +401,14 @@ def execute_in_step_processes(
     follower = threading.Thread(target=follow, name="dagster-event-log", daemon=True)
     follower.start()
     try:
-        return dg.execute_job(
-            # rebuilt by name in every step process (definitions.job)
-            dg.build_reconstructable_job(
-                "orchestrators.dagster.definitions", "job", reconstructable_args=(job_name,)
-            ),
-            instance=instance,
-            run_config=run_config,
-            tags={**tags, INVOCATION_TAG: invocation},
-            raise_on_error=False,  # a failure is reported and alerted by the caller
+        from dagster._core.execution.api import execute_run
+
+        run = create_run(
+            instance, job_name, run_config=run_config, tags={**tags, INVOCATION_TAG: invocation}
         )
+        # rebuilt by name in every step process (definitions.job); a failure is reported and
+        # alerted by the caller
+        return execute_run(reconstructable(job_name), run, instance, raise_on_error=False)
     finally:
         finished.set()
         follower.join()
@@ -380,6 +459,7 @@ def run(request: RunRequest) -> None:
     # the code location's import (Dagster, dagster-dbt with dbt, dlt: ~3 s) overlaps the source
     # API's start-up instead of following it; ``execute`` waits for it through the import lock
     threading.Thread(target=_import_definitions, name="import-definitions", daemon=True).start()
+    warehouse = _shown(settings.for_pipeline(NAME).location)
     with kit.source_api() as (url, token):
         os.environ[settings.SOURCE_API_URL_ENV] = url
         os.environ[settings.SOURCE_API_TOKEN_ENV] = token
@@ -388,16 +468,22 @@ def run(request: RunRequest) -> None:
             say(
                 f"running full_pipeline ({label}{f', as of {request.as_of}' if request.as_of else ''})"
             )
-            result = execute(
-                as_of=request.as_of, partition=partition, say=lambda line: print(line, flush=True)
-            )
+            started = time.monotonic()
+            with stdout_to(log) as terminal:
+                result = execute(
+                    as_of=request.as_of,
+                    partition=partition,
+                    say=lambda line, out=terminal: print(line, file=out, flush=True),
+                )
             if not result.success:
                 raise RunFailed(
                     f"run {result.run_id} ({label}) failed:\n{failure_summary(result.all_events)}\n"
                     f"Dagster's log: {log}"
                 )
-            say(f"run {result.run_id} ({label}) succeeded; Dagster's log: {log}")
-    say(f"warehouse: {_shown(settings.for_pipeline(NAME).location)}")
+            say(
+                f"run {result.run_id} ({label}) succeeded in {time.monotonic() - started:.1f}s; "
+                f"warehouse: {warehouse}; Dagster's log: {log}"
+            )
 
 
 def _import_definitions() -> None:

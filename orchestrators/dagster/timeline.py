@@ -2,10 +2,20 @@
 
 ``python -m orchestrators.dagster.timeline --home H`` opens the dev-mode instance of the
 QUARTET_HOME ``H`` (``.quartet/dagster/home``, SQLite storage that outlives the run) and prints
-JSON: the run's start and end (its run record) and one unit per ingestion step (STEP_START to
-STEP_SUCCESS) and per dbt node. The dbt models and tests share one step (``dbt_models``: one
-``dbt build``), so each node is read from its own event: the asset materialization or check
-evaluation is logged when dbt reports the node finished, with dbt's ``Execution Duration``.
+JSON: the run's start and end (its run record) and one unit per ingestion step and per dbt node.
+
+What each bar is (the JSON says it too, in ``bars``):
+
+* an ingestion unit is its step, ``ingest_<resource>``: from its STEP_START event to its
+  STEP_SUCCESS event, as Dagster recorded them;
+* the dbt models and tests share one step (``dbt_models``: one ``dbt build``), so a dbt node's
+  bar is read from its own event in that step (the model's asset materialization, the test's
+  asset check evaluation): from ``dbt/started_at`` to ``dbt/finished_at``, the times dbt
+  reported for the node, which the dbt asset adds to the event's metadata (``assets.py``).
+  Dagster logs the event when it has read dbt's result, later than dbt finished the node, so
+  the event's own timestamp minus dbt's duration would start a child before its parent ended.
+  A run recorded before those fields existed falls back to that: the event's timestamp as the
+  end, dbt's ``Execution Duration`` before it.
 """
 
 from __future__ import annotations
@@ -15,10 +25,38 @@ import sys
 
 from core.timeline import reader_home
 
+BARS = {
+    "ingest": "the step ingest_<resource>: Dagster's STEP_START to STEP_SUCCESS events",
+    "dbt": "a dbt model in the step dbt_models: dbt's node_started_at to node_finished_at, as "
+    "recorded in the metadata of the model's asset materialization event",
+    "test": "a dbt data test in the step dbt_models: dbt's node_started_at to node_finished_at, "
+    "as recorded in the metadata of its asset check evaluation event",
+}
+
+
+def _value(metadata, key: str):
+    value = metadata.get(key)
+    return getattr(value, "value", getattr(value, "text", value))
+
 
 def _seconds(metadata) -> float:
-    duration = metadata.get("Execution Duration")
-    return float(getattr(duration, "value", duration) or 0.0)
+    return float(_value(metadata, "Execution Duration") or 0.0)
+
+
+def _epoch(iso: str) -> float:
+    from datetime import UTC, datetime
+
+    moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _node(name: str, kind: str, logged_at: float, metadata) -> dict:
+    from orchestrators.dagster.project import DBT_FINISHED_AT, DBT_STARTED_AT
+
+    started, finished = _value(metadata, DBT_STARTED_AT), _value(metadata, DBT_FINISHED_AT)
+    if started and finished:
+        return {"unit": name, "kind": kind, "start": _epoch(started), "end": _epoch(finished)}
+    return {"unit": name, "kind": kind, "start": logged_at - _seconds(metadata), "end": logged_at}
 
 
 def units_of(instance, run_id: str) -> list[dict]:
@@ -28,6 +66,7 @@ def units_of(instance, run_id: str) -> list[dict]:
 
     step_start: dict[str, float] = {}
     built: set[str] = set()
+    checked: set[str] = set()
     units = []
     for record in instance.get_records_for_run(run_id, limit=100_000).records:
         entry = record.event_log_entry
@@ -54,17 +93,14 @@ def units_of(instance, run_id: str) -> list[dict]:
             if key.path[-1] in built:
                 continue  # a full-range run materializes each asset once per month partition
             built.add(key.path[-1])
-            seconds = _seconds(materialization.metadata)
-            units.append(_node(key.path[-1], "dbt", entry.timestamp, seconds))
+            units.append(_node(key.path[-1], "dbt", entry.timestamp, materialization.metadata))
         elif kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
-            seconds = _seconds(evaluation.metadata)
-            units.append(_node(evaluation.check_name, "test", entry.timestamp, seconds))
+            if evaluation.check_name in checked:
+                continue  # like a materialization, once per month partition
+            checked.add(evaluation.check_name)
+            units.append(_node(evaluation.check_name, "test", entry.timestamp, evaluation.metadata))
     return units
-
-
-def _node(name: str, kind: str, end: float, seconds: float) -> dict:
-    return {"unit": name, "kind": kind, "start": end - seconds, "end": end}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(
                 {
                     "source": "Dagster's event log (dev-mode instance, SQLite)",
+                    "bars": BARS,
                     "id": run_id,
                     "status": record.dagster_run.status.value,
                     "start": record.start_time,

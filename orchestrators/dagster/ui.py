@@ -42,8 +42,34 @@ def dev_service(port: int, home: Path) -> kit.Service:
     )
 
 
+def deep_links(url: str, instance: dg.DagsterInstance) -> list[str]:
+    """The pages a newcomer wants, the pipeline's graph first (what ``quartet ui`` lands on).
+
+    The global asset lineage shows every asset from the raw tables to the marts, each with its
+    last materialization (the runs' result); the last run's page shows its steps over time; the
+    Overview timeline shows every run, those ``quartet run`` made included (run.py gives them
+    the code location's origin, without which the timeline leaves them out).
+    """
+    from orchestrators.dagster.definitions import defs
+
+    base = url.rstrip("/")
+    # every asset group opened (the page shows groups folded otherwise): the UI keeps the open
+    # groups in ``expanded``, ids ``global@global:<group>`` (groups not split per code location)
+    groups = sorted({spec.group_name for spec in defs.resolve_all_asset_specs()})
+    expanded = ",".join(f"global@global:{group}" for group in groups)
+    lines = [f"pipeline graph (global asset lineage): {base}/asset-groups?expanded={expanded}"]
+    runs = instance.get_runs(limit=1)
+    if runs:
+        run = runs[0]
+        lines.append(
+            f"last run ({run.job_name}, {run.status.value.lower()}): {base}/runs/{run.run_id}"
+        )
+    lines.append(f"all runs (Overview timeline): {base}/overview/activity/timeline")
+    return lines
+
+
 def serve(request: UiRequest) -> None:
-    from orchestrators.dagster.run import execute
+    from orchestrators.dagster.run import CHATTY_LOGGERS, execute, stdout_to
 
     home = use_dagster_home()
     port = free_port(request.port or DEFAULT_PORT)
@@ -55,13 +81,17 @@ def serve(request: UiRequest) -> None:
         if not has_run:
             as_of = request.as_of or FIRST_RUN_AS_OF
             progress.say(NAME, f"running as of {as_of} first, to have a run to look at")
-            progress.orchestrator_log(NAME, ("dagster", "dlt", "dbt"))
-            execute(as_of=as_of, say=lambda line: print(line, flush=True))
+            log = progress.orchestrator_log(NAME, CHATTY_LOGGERS)
+            with stdout_to(log) as terminal:
+                execute(as_of=as_of, say=lambda line: print(line, file=terminal, flush=True))
         service = dev_service(port, home)
         with service.running_context(timeout=kit.policy().healthy_timeout_seconds):
-            progress.say(NAME, f"DAGSTER_HOME={home}")
+            with dg.DagsterInstance.get() as instance:
+                for line in deep_links(service.display_url(), instance):
+                    progress.say(NAME, line)
             progress.say(
-                NAME, f"UI: {service.display_url()}  (log: {service.log}; Ctrl-C stops it)"
+                NAME,
+                f"dagster dev's log: {service.log}; DAGSTER_HOME={home}; Ctrl-C stops it",
             )
             stopped = threading.Event()
             while not stopped.wait(1.0):

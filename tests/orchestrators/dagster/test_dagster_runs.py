@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import dagster as dg
 
@@ -141,7 +142,21 @@ def test_quartet_run_with_a_partition_loads_that_month_and_prints_a_line_per_uni
     assert sorted(line.split()[2] for line in ingested) == sorted(want.resources)
     assert sorted(line.split()[2] for line in built) == sorted(want.models)
     assert "DEBUG" not in done.stdout + done.stderr
-    assert "run.log" in done.stdout  # where Dagster's own event log went
+    # a model's line counts the tests core.lineage attaches to it: data tests (Dagster's asset
+    # checks) and unit tests (which dagster-dbt turns into no event), all passed
+    from core import lineage
+
+    tests = lineage.canonical().tests
+    for line in built:
+        model = line.split()[2]
+        assert line.endswith(f" {len(tests[model])} tests passed"), line
+    # a header, a line per unit, a result line: dbt's own log went to the log file, uncoloured
+    assert len(lines) <= want.units + 4, lines
+    assert "\x1b[" not in done.stdout + done.stderr
+    log = Path(re.search(r"(?m)succeeded in .* Dagster's log: (\S+)$", done.stdout).group(1))
+    logged = log.read_text()
+    dbt_log = re.compile(r"\d+ of \d+ START")  # dbt's own line per node
+    assert not dbt_log.search(done.stdout) and dbt_log.search(logged) and "\x1b[" not in logged
     # the dev-mode instance (what `quartet ui dagster` shows) holds the run, every asset
     # materialized for the month; its SQLite files, written without an fsync per event
     # (run.sqlite_commits_without_fsync), are whole and checkpointed once the run is over

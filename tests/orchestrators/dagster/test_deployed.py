@@ -20,7 +20,16 @@ import pytest
 
 from core import settings
 from tests.browser import NODES, chromium_page, goto_when_served, missing_texts, screenshot
-from tests.helpers import JANUARY, assert_same_as_bare, expected, fresh_warehouse, quartet
+from tests.helpers import (
+    JANUARY,
+    assert_loopback_only,
+    assert_same_as_bare,
+    assert_token_on_no_command_line,
+    expected,
+    fresh_warehouse,
+    quartet,
+)
+from tests.orchestrators.dagster.exposure import assert_graphql_keeps_the_token
 
 SENSOR_SECONDS = 2
 
@@ -76,6 +85,13 @@ def test_up_starts_every_service_and_up_again_is_harmless(deployed):
     # PostgreSQL's WAL flush (deploy.SESSION_OPTIONS)
     with instance.event_log_storage.index_connection() as connection:
         assert connection.execute(sqlalchemy.text("SHOW synchronous_commit")).scalar() == "off"
+    # no login in Dagster's open-source edition: every service listens on loopback only, no
+    # command line carries the token, and the community dialog is off (dagster.yaml `nux`)
+    pids = [s["pid"] for s in status.values()]
+    sockets = assert_loopback_only(*pids)
+    assert {_state["web_port"], _state["grpc_port"]} <= {port for _, port, _, _ in sockets}
+    assert_token_on_no_command_line(_token(), *pids)
+    assert deploy.graphql(_state, "{ shouldShowNux }") == {"shouldShowNux": False}
     again = quartet("up", "dagster", timeout=300)
     assert again.returncode == 0, again.stderr
     assert {n: s["pid"] for n, s in deploy.status().items()} == {
@@ -91,8 +107,21 @@ def test_a_run_submitted_through_graphql_builds_bare_and_keeps_the_token_out(
     warehouse = fresh_warehouse("dagster")
     done = quartet("run", "dagster", "--deployed", "--as-of", JANUARY, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    ingested = [line for line in done.stdout.splitlines() if line.startswith("[dagster] ingest ")]
+    lines = done.stdout.splitlines()
+    ingested = [line for line in lines if line.startswith("[dagster] ingest ")]
     assert len(ingested) == len(expected().resources)
+    # a line per model, with the tests core.lineage attaches to it (data and unit tests)
+    from core import lineage
+
+    tests = lineage.canonical().tests
+    models = {}
+    for line in lines:
+        if found := re.match(r"\[dagster\] dbt +(\S+) ", line):
+            passed = re.search(r"(\d+) tests passed", line)
+            models[found.group(1)] = int(passed.group(1)) if passed else 0
+    assert models == {model: len(tests.get(model, ())) for model in expected().models}, lines
+    assert "\x1b[" not in done.stdout and "START" not in done.stdout  # no dbt log, no colours
+    assert len(lines) <= expected().units + 6, lines
     assert_same_as_bare(warehouse, bare_january)
 
     # Dagster's own view: the run, submitted through GraphQL, succeeded with the clock given
@@ -124,6 +153,8 @@ def test_a_run_submitted_through_graphql_builds_bare_and_keeps_the_token_out(
     )
     assert token not in str(resources)
     assert "SOURCE_API_TOKEN" in str(resources)  # shown as the variable's name
+    # without credentials (there are none to give): resources, env vars, run configs, instance
+    assert_graphql_keeps_the_token(deploy.web_url(state), deploy.LOCATION, token)
 
 
 def test_a_run_worker_killed_mid_ingestion_is_retried_to_bare(deployed, bare_january):
