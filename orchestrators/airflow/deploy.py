@@ -2,7 +2,8 @@
 
 ``up`` starts, in its own AIRFLOW_HOME (``.quartet/airflow/deployed``) with its metadata on the
 shared PostgreSQL server: the source API (unless SOURCE_API_URL points at one), ``airflow
-api-server``, ``dag-processor``, ``scheduler`` (LocalExecutor, two slots) and ``triggerer``. It
+api-server``, ``dag-processor``, ``scheduler`` (LocalExecutor, two slots) and ``triggerer``
+(the last two without their log server: every service shares the home's log folder). It
 migrates the metadata DB on first use, creates the writer pool through the REST API and returns
 once every service reports healthy and the DAGs are parsed. ``submit`` triggers runs through the
 REST API v2 (a JWT from ``POST /auth/token``) and follows them until they end; several
@@ -41,21 +42,13 @@ def chosen_ports() -> dict[str, int]:
     """The ports of this deployment, chosen free on the first ``up`` and kept afterwards."""
     path = home() / "ports.json"
     if not path.exists():
-        chosen = {
-            "api": free_port(8280),
-            "worker_logs": free_port(8793),
-            "trigger_logs": free_port(8794),
-            "source_api": free_port(8281),
-        }
+        chosen = {"api": free_port(8280), "source_api": free_port(8281)}
         path.write_text(json.dumps(chosen))
     return json.loads(path.read_text())
 
 
 def ports() -> Ports:
-    chosen = chosen_ports()
-    return Ports(
-        api=chosen["api"], worker_logs=chosen["worker_logs"], trigger_logs=chosen["trigger_logs"]
-    )
+    return Ports(api=chosen_ports()["api"])
 
 
 def source_api_token() -> str:
@@ -304,7 +297,12 @@ def follow(client: Api, run_id: str, dag_id: str = PIPELINE_DAG) -> dict:
     quoted = urllib.request.quote(run_id, safe="")
     base = f"/api/v2/dags/{dag_id}/dagRuns/{quoted}"
     reported: set[tuple[str, int]] = set()
-    from orchestrators.airflow.run import unit_of
+    from core.lineage import canonical
+    from orchestrators.airflow.run import SOURCE_TESTS, source_tests, unit_of
+
+    #: a model's task runs the dbt tests attached to it (canonical rule of core.lineage); its
+    #: success means they all passed
+    tests = canonical().tests
 
     while True:
         run = client.get(base)
@@ -317,6 +315,10 @@ def follow(client: Api, run_id: str, dag_id: str = PIPELINE_DAG) -> dict:
                 detail = "" if ti["state"] == "success" else ti["state"].upper()
                 if kind == "ingest" and ti["state"] == "success":
                     detail = loaded_rows(client, f"{base}/taskInstances/{ti['task_id']}")
+                if kind == "dbt" and ti["state"] == "success":
+                    detail = progress.tests_summary(len(tests.get(unit, ())))
+                if kind == "test" and unit == SOURCE_TESTS and ti["state"] == "success":
+                    detail = progress.tests_summary(source_tests(tests))
                 if ti["try_number"] > 1:
                     detail = f"{detail} (try {ti['try_number']})".strip()
                 print(
@@ -371,7 +373,11 @@ def submit(request: RunRequest) -> None:
                 f"{PIPELINE_DAG} run {run_id} {run['state']}: {', '.join(failed)}; "
                 f"task logs: {url}/{urllib.request.quote(run_id, safe='')}"
             )
-        progress.say(NAME, f"run {run_id} succeeded in {time.monotonic() - started:.1f}s")
+        progress.say(
+            NAME,
+            f"run {run_id} succeeded in {time.monotonic() - started:.1f}s; its task logs: "
+            f"{home() / 'logs' / f'dag_id={PIPELINE_DAG}' / f'run_id={run_id}'}",
+        )
     from orchestrators.airflow.run import shown
 
     progress.say(NAME, f"done -> {shown(settings.for_pipeline(NAME, export=False).location)}")

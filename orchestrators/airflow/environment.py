@@ -82,6 +82,10 @@ def airflow_env(home: Path, sql_alchemy_conn: str) -> dict[str, str]:
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__COSMOS__CACHE_DIR": str(home / "cosmos"),
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+        # Cosmos reads the OpenLineage namespace at import and, without it, Airflow prints
+        # "section/key [openlineage/namespace] not found in config" on the terminal; Quartet
+        # emits no OpenLineage events (the Assets are declared statically: ADR 0007)
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "quartet",
         # dlt's Airflow secrets provider (on by default inside Airflow) looks every dlt setting
         # up as an Airflow Variable: in Airflow 3 one execution-API round trip per field, 22-32 s
         # of each deployed ingestion task (ADR 0014). Quartet keeps no dlt settings in Variables:
@@ -184,8 +188,6 @@ def source_api_connection(url: str, token: str) -> dict[str, str]:
 @dataclass(frozen=True)
 class Ports:
     api: int
-    worker_logs: int
-    trigger_logs: int
 
 
 def service_env(home: Path, ports: Ports, sql_alchemy_conn: str) -> dict[str, str]:
@@ -204,8 +206,6 @@ def service_env(home: Path, ports: Ports, sql_alchemy_conn: str) -> dict[str, st
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(home)),
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports.worker_logs),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports.trigger_logs),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "QUARTET_WAREHOUSE": str(settings.for_pipeline(NAME, export=False).warehouse),
     }
@@ -213,6 +213,10 @@ def service_env(home: Path, ports: Ports, sql_alchemy_conn: str) -> dict[str, st
 
 #: the services, in start order (the api-server first: the others call its execution API)
 SERVICES = ("api-server", "dag-processor", "scheduler", "triggerer")
+#: the services that would start Airflow's log server (``serve-logs``), which binds 0.0.0.0 and
+#: [::] whatever is configured: every process of a home writes and reads one log folder, so the
+#: api-server reads task and trigger logs from the files and no log server is needed
+WITHOUT_LOG_SERVER = ("scheduler", "triggerer")
 
 
 def services(home: Path, env: dict[str, str], ports: Ports, names=SERVICES) -> list[Service]:
@@ -240,7 +244,13 @@ def services(home: Path, env: dict[str, str], ports: Ports, names=SERVICES) -> l
     return [
         Service(
             name=name,
-            argv=[sys.executable, "-m", "airflow", name],
+            argv=[
+                sys.executable,
+                "-m",
+                "airflow",
+                name,
+                *(["--skip-serve-logs"] if name in WITHOUT_LOG_SERVER else []),
+            ],
             log=logs / f"{name}.log",
             ready=ready[name],
             env=env,

@@ -1,8 +1,11 @@
-"""``ui``: api-server, dag-processor and scheduler of the dev-mode home, on 127.0.0.1.
+"""``ui``: api-server, dag-processor, scheduler and triggerer of the dev-mode home, on 127.0.0.1.
 
 Not ``airflow standalone``: it leaves its workers behind on SIGTERM, while separate services
-stop cleanly with their process group. A finished run is recorded first (``dag.test()``) when
-the metadata DB has none, so there is something to look at. Ctrl-C or SIGTERM stops it all.
+stop cleanly with their process group. The triggerer runs too, so the UI's health shows every
+component (none of the DAGs defers today). The scheduler and the triggerer run without their log
+server, which binds every interface: all of them share the home's log folder. A finished run is
+recorded first (``dag.test()``, one line per task) when the metadata DB has none, so there is
+something to look at. Ctrl-C or SIGTERM stops it all.
 """
 
 from __future__ import annotations
@@ -10,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import urllib.parse
 
-from core import kit
+from core import kit, settings
 from core.kit import UiRequest, progress
 from core.net import free_port
 from orchestrators.airflow import NAME, PIPELINE_DAG, environment
-from orchestrators.airflow.environment import USER, Ports
+from orchestrators.airflow.environment import SERVICES, USER, Ports
 
 
 def has_finished_run() -> bool:
@@ -24,19 +28,51 @@ def has_finished_run() -> bool:
     return bool(DagRun.find(dag_id=PIPELINE_DAG, state="success"))
 
 
-def serve(request: UiRequest) -> None:
-    from orchestrators.airflow.run import load_dag, run_once
+def last_run_id() -> str | None:
+    """The pipeline's most recent run (by when it was due to run), if any."""
+    from airflow.models.dagrun import DagRun
 
-    home = environment.migrate_dev()
-    ports = Ports(
-        api=free_port(request.port or 8080), worker_logs=free_port(), trigger_logs=free_port()
+    runs = DagRun.find(dag_id=PIPELINE_DAG)
+    return max(runs, key=lambda r: r.run_after).run_id if runs else None
+
+
+def links(url: str, run_id: str | None) -> list[tuple[str, str, str]]:
+    """(what, URL, note) of the pages a user opens; the first is where to land: the last run's
+    page (a fresh browser shows it beside the grid of every run, Graph draws the run's tasks)."""
+    pipeline = f"{url}/dags/{PIPELINE_DAG}"
+    found = []
+    if run_id:
+        run = f"{pipeline}/runs/{urllib.parse.quote(run_id, safe='')}"
+        found.append(("last run", run, "beside every run; Graph draws its tasks and states"))
+    found.append(("pipeline", pipeline, "the DAG: Grid of its runs, Graph of its tasks"))
+    found.append(("assets", f"{url}/assets", "every warehouse table and the tasks writing it"))
+    return found
+
+
+def serve(request: UiRequest) -> None:
+    from orchestrators.airflow.run import (
+        CHATTY_LOGGERS,
+        followed_run,
+        one_dev_run_at_a_time,
+        parsed_dag,
     )
+
+    log = progress.orchestrator_log(NAME, CHATTY_LOGGERS)
+    home = environment.migrate_dev()
+    ports = Ports(api=free_port(request.port or 8080))
     as_of = request.as_of or "2013-01-31"
+    progress.say(
+        NAME,
+        f"dev-mode UI: {', '.join(SERVICES)} on 127.0.0.1:{ports.api}, "
+        f"metadata {home / 'airflow.db'}",
+    )
     with kit.source_api() as (api_url, token), contextlib.ExitStack() as stack:
         connection = environment.source_api_connection(api_url, token)
         if not has_finished_run():
-            progress.say(NAME, f"recording a finished run to look at (as of {as_of})...")
-            run_once(load_dag(), as_of=as_of)
+            progress.say(NAME, f"recording a finished run to look at (as of {as_of})")
+            location = settings.for_pipeline(NAME).location
+            with one_dev_run_at_a_time():
+                followed_run(parsed_dag(log), location, log, as_of=as_of, partition=None)
         env = {
             **environment.service_env(
                 home, ports, os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
@@ -44,20 +80,20 @@ def serve(request: UiRequest) -> None:
             **connection,
         }
         timeout = kit.policy().healthy_timeout_seconds
-        stack.callback(progress.say, NAME, "stopped dag-processor, scheduler and api-server")
+        stack.callback(progress.say, NAME, f"stopped {', '.join(SERVICES)}")
         running = [
             stack.enter_context(service.running_context(timeout))
-            for service in environment.services(
-                home, env, ports, ("api-server", "dag-processor", "scheduler")
-            )
+            for service in environment.services(home, env, ports, SERVICES)
         ]
         url = f"http://127.0.0.1:{ports.api}"
-        print(
-            f"Airflow UI: {url}  (user {USER}, password {environment.password(home)})\n"
-            f"  DAG: {url}/dags/{PIPELINE_DAG}   Assets: {url}/assets\n"
-            f"  service logs: {home / 'logs' / 'services'}\nCtrl-C to stop.",
-            flush=True,
+        for what, link, note in links(url, last_run_id()):
+            progress.say(NAME, f"{what:9s} {link}  ({note})")
+        progress.say(
+            NAME,
+            f"sign in as {USER}: the password is in {environment.passwords_file(home)} (mode 600)",
         )
+        progress.say(NAME, f"logs: {home / 'logs' / 'services'}/, Airflow's log {log}")
+        progress.say(NAME, "Ctrl-C to stop")
         try:
             while all(service.running() for service in running):
                 time.sleep(1)

@@ -186,6 +186,7 @@ def transformation() -> DbtTaskGroup:
             profile_config=PROFILE,
             invocation_mode=InvocationMode.DBT_RUNNER,
             inlets=list(RAW_ASSETS.values()),
+            emit_datasets=False,  # as the group's tasks: its inlets are declared statically
             **DBT_TASK_ARGS,
         )
     for unique_id, operator in group.tasks_map.items():

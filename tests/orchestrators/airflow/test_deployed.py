@@ -17,17 +17,20 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.parse
 from pathlib import Path
 
 import pytest
 
 from core import settings
-from orchestrators.airflow import NAME, PIPELINE_DAG, TRANSFORM_DAG
+from orchestrators.airflow import NAME, PIPELINE_DAG, SOURCE_API_CONN, TRANSFORM_DAG
 from tests.browser import NODES, chromium_page, missing_texts, screenshot
 from tests.helpers import (
     JANUARY,
+    assert_loopback_only,
     assert_same_as_bare,
+    assert_token_on_no_command_line,
     fresh_warehouse,
     months_loaded,
     quartet,
@@ -99,6 +102,12 @@ def test_up_is_idempotent_and_status_names_every_service(deployed):
     }
     listed = airflow("status")
     assert listed.returncode == 0 and listed.stdout.count("healthy") == len(before)
+    # every service listens on loopback only (the scheduler and the triggerer run without their
+    # log server, which binds every interface), and no command line carries the source token
+    pids = [s["pid"] for s in before.values()]
+    sockets = assert_loopback_only(*pids)
+    assert ("127.0.0.1", deployed.ports().api) in {(ip, port) for ip, port, *_ in sockets}
+    assert_token_on_no_command_line(deployed.source_api_token(), *pids)
 
 
 def rest_triggered_run(deployed, api) -> dict:
@@ -249,6 +258,16 @@ def test_the_ui_shows_the_rest_triggered_run_on_the_dag_graph(deployed, api, tmp
     than a deployed run of its own, minutes on this machine.)"""
     run = rest_triggered_run(deployed, api)
     assert (run["state"], run["run_type"]) == ("success", "manual")
+    # a task's log, which the task wrote into the shared log folder, through the REST API (as the
+    # UI shows it) while no log server runs
+    run_path = (
+        f"/api/v2/dags/{PIPELINE_DAG}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
+    )
+    flights = api.get(f"{run_path}/taskInstances/ingest.flights")
+    log = json.dumps(
+        api.get(f"{run_path}/taskInstances/ingest.flights/logs/{flights['try_number']}")
+    )
+    assert "[airflow] ingest as of" in log, log[:2000]
     with chromium_page() as page:
         graph = run_graph(page, deployed, run["dag_run_id"])
         missing = missing_texts(graph, NODES) + missing_texts(page, [run["dag_run_id"]])
@@ -330,7 +349,25 @@ def test_token_is_in_no_log_and_no_metadata_table(deployed):
             if cur.fetchone()[0]:
                 found.append(table)
     assert found == []
-    assert json.dumps(deployed.api().get("/api/v2/connections")).find(token) == -1
+    # the connection through the APIs: refused without credentials by the REST API and by the
+    # execution API (which hands connections to task processes); with the admin's login the REST
+    # API does not know it (a connection from the environment is not in the metadata DB) and the
+    # execution API refuses a user's token (task tokens only)
+    client = deployed.api()
+    anonymous = deployed.Api(client.url)
+    connection = f"/connections/{SOURCE_API_CONN}"
+    for who, path, codes in (
+        (anonymous, "/api/v2/connections", (401, 403)),
+        (anonymous, f"/api/v2{connection}", (401, 403)),
+        (anonymous, f"/execution{connection}", (401, 403)),
+        (client, f"/api/v2{connection}", (404,)),
+        (client, f"/execution{connection}", (403,)),
+    ):
+        with pytest.raises(urllib.error.HTTPError) as refusal:
+            who.call("GET", path)
+        assert refusal.value.code in codes, (path, refusal.value.code)
+        assert token not in refusal.value.read().decode()
+    assert json.dumps(client.get("/api/v2/connections")).find(token) == -1
 
 
 def test_backfill_survives_the_scheduler_killed_and_restarted(deployed, api, record_property):

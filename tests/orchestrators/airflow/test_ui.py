@@ -1,33 +1,49 @@
-"""``ui`` starts api-server, scheduler and dag-processor with the pipeline and a finished run: the
-REST API answers, and a real browser, logged in, shows the DAG's ingestion and dbt tasks."""
+"""``ui`` starts api-server, dag-processor, scheduler and triggerer with the pipeline and a
+finished run: the REST API answers, every component is healthy, nothing listens beyond loopback
+or hands out the source token, a task's log shows, and a real browser, signed in, draws the run
+``ui`` prints first as a graph of its ingestion and dbt tasks."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.request
+from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from core import settings
+from core.kit import wait_until
 from core.net import free_port
-from orchestrators.airflow import PIPELINE_DAG
-from tests.browser import assert_ui_shows_the_pipeline
-from tests.helpers import STOP_BOUND
+from orchestrators.airflow import MARTS_DAG, PIPELINE_DAG, SOURCE_API_CONN
+from tests.browser import NODES, chromium_page, missing_texts, screenshot
+from tests.helpers import STOP_BOUND, assert_loopback_only, assert_token_on_no_command_line
 
 
-def call(url: str, token: str | None = None, body: dict | None = None) -> dict | str:
-    request = urllib.request.Request(url, data=json.dumps(body).encode() if body else None)
+def call(
+    url: str, token: str | None = None, body: dict | None = None, method: str | None = None
+) -> dict | str:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode() if body else None, method=method
+    )
     request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     with urllib.request.urlopen(request, timeout=30) as response:
         text = response.read().decode()
     return json.loads(text) if response.headers.get_content_type() == "application/json" else text
+
+
+#: a line of ``ui``'s banner: ``[airflow] <what> <url>  (<note>)``
+LINK = re.compile(r"^\[airflow\] (last run|pipeline|assets)\s+(http\S+)")
 
 
 @pytest.fixture
@@ -48,23 +64,46 @@ def ui(airflow_home, source_api):
         assert proc.stdout is not None
         for line in proc.stdout:
             banner.append(line)
-            if line.startswith("Airflow UI:"):
+            if line.startswith("[airflow] Ctrl-C to stop"):
                 ready.set()
         ready.set()
 
     threading.Thread(target=read, daemon=True).start()
     ready.wait(timeout=420)
-    line = next((x for x in banner if x.startswith("Airflow UI:")), None)
-    assert line, "".join(banner[-40:])
-    url, password = line.split()[2], line.split("password ")[1].rstrip(")\n")
-    yield url, password, proc, banner
+    assert any(x.startswith("[airflow] Ctrl-C to stop") for x in banner), "".join(banner[-40:])
+    yield proc, banner
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=STOP_BOUND)
 
 
+def refused(url: str, token: str | None = None) -> int:
+    """The HTTP status of a refused call (fails when the call is answered)."""
+    with pytest.raises(urllib.error.HTTPError) as refusal:
+        call(url, token)
+    return refusal.value.code
+
+
 def test_ui_serves_the_pipeline_a_finished_run_and_stops_on_ctrl_c(ui, source_api, tmp_path):
-    url, password, proc, banner = ui
+    proc, banner = ui
+    text = "".join(banner)
+    # every line is one of Quartet's (Airflow's and Cosmos' own output goes to the log file):
+    # no unprefixed config notice, no Cosmos warning, no escape codes into a pipe
+    assert [line for line in banner if not line.startswith("[airflow] ")] == [], text
+    assert "WARNING cosmos" not in text and "\x1b[" not in text, text
+    links = [m.groups() for m in map(LINK.match, banner) if m]
+    # lands on the last run's page; then the DAG's page and the Assets
+    assert [what for what, _ in links] == ["last run", "pipeline", "assets"], text
+    landing = links[0][1]
+    url = landing.split("/dags/", 1)[0]
+    assert landing.startswith(f"{url}/dags/{PIPELINE_DAG}/runs/manual__")
+    # the admin password is not printed: the path of its owner-only file is
+    found = re.search(r"password is in (\S+)", text)
+    assert found, text
+    passwords = Path(found.group(1))
+    assert stat.S_IMODE(passwords.stat().st_mode) == 0o600
+    password = json.loads(passwords.read_text())["admin"]
+    assert password not in text and source_api.token not in text
     assert "<title>Airflow</title>" in call(f"{url}/")
     token = call(f"{url}/auth/token", body={"username": "admin", "password": password})[
         "access_token"
@@ -73,9 +112,53 @@ def test_ui_serves_the_pipeline_a_finished_run_and_stops_on_ctrl_c(ui, source_ap
     assert {"ingest.flights", "dbt.stg_flights_model_build", "dbt.fct_flights_model_build"} <= tasks
     runs = call(f"{url}/api/v2/dags/{PIPELINE_DAG}/dagRuns?state=success", token)
     assert runs["total_entries"] >= 1
+    assert any(landing.endswith(quote(r["dag_run_id"], safe="")) for r in runs["dag_runs"])
     assets = {a["name"] for a in call(f"{url}/api/v2/assets?limit=100", token)["assets"]}
     assert {"raw.flights", "marts.route_stats", "marts.fct_flights"} <= assets
-    assert_ui_shows_the_pipeline("airflow", url, tmp_path, password)
+    # every component the UI's health badge shows is running, the triggerer included
+    health = call(f"{url}/api/v2/monitor/health")
+    assert {k: v["status"] for k, v in health.items()} == {
+        "metadatabase": "healthy",
+        "scheduler": "healthy",
+        "triggerer": "healthy",
+        "dag_processor": "healthy",
+    }
+
+    # nothing of it listens beyond loopback (the scheduler and the triggerer run without their
+    # log server, which binds every interface), and no command line carries the source token
+    sockets = assert_loopback_only(proc.pid)
+    assert ("127.0.0.1", int(url.rsplit(":", 1)[1])) in {(ip, port) for ip, port, *_ in sockets}
+    assert_token_on_no_command_line(source_api.token, proc.pid)
+    # the source API's connection: refused without credentials, by the REST API and by the
+    # execution API (which hands connections to task processes); with the admin's login, the
+    # REST API does not know it (a connection from the environment is not in the metadata DB)
+    # and the execution API refuses a user's token (it takes task tokens only)
+    connection = f"/connections/{SOURCE_API_CONN}"
+    for path in ("/api/v2/connections", f"/api/v2{connection}", f"/execution{connection}"):
+        assert refused(f"{url}{path}") in (401, 403), path
+    assert refused(f"{url}/api/v2{connection}", token) == 404
+    assert refused(f"{url}/execution{connection}", token) == 403
+    assert source_api.token not in json.dumps(call(f"{url}/api/v2/connections", token))
+
+    # a task the scheduler runs: its log, written by the task into the shared log folder, is
+    # served by the api-server with no log server running
+    call(f"{url}/api/v2/dags/{MARTS_DAG}", token, {"is_paused": False}, method="PATCH")
+    run_id = call(
+        f"{url}/api/v2/dags/{MARTS_DAG}/dagRuns", token, {"logical_date": None, "conf": {}}
+    )["dag_run_id"]
+    run_path = f"{url}/api/v2/dags/{MARTS_DAG}/dagRuns/{quote(run_id, safe='')}"
+    wait_until(
+        lambda: call(run_path, token)["state"] in ("success", "failed"),
+        what=f"{MARTS_DAG} run {run_id}",
+        timeout=STOP_BOUND,
+        interval=1,
+    )
+    assert call(run_path, token)["state"] == "success"
+    log = call(f"{run_path}/taskInstances/report_marts/logs/1", token)
+    shown = json.dumps(log)
+    assert "marts.fct_flights:" in shown and " rows" in shown, shown[:2000]
+
+    assert_the_landing_page_draws_the_run(landing, password, tmp_path)
     # a backfill of a range through the REST API: one run per month, the month its data interval
     dry_run = call(
         f"{url}/api/v2/backfills/dry_run",
@@ -92,10 +175,29 @@ def test_ui_serves_the_pipeline_a_finished_run_and_stops_on_ctrl_c(ui, source_ap
         "2013-02-01",
         "2013-03-01",
     ]
-    # the API token is an Airflow connection from the environment: never shown by the UI
-    assert source_api.token not in json.dumps(call(f"{url}/api/v2/connections", token))
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=STOP_BOUND) == 0
-    assert "stopped dag-processor, scheduler and api-server" in "".join(banner)
+    assert "stopped api-server, dag-processor, scheduler, triggerer" in "".join(banner)
     with pytest.raises(OSError):
         call(f"{url}/api/v2/monitor/health")
+
+
+def assert_the_landing_page_draws_the_run(landing: str, password: str, tmp_path: Path) -> None:
+    """The page ``ui`` prints first, in chromium, signed in: the run as a graph (every task
+    group expanded) with the ingestion and dbt tasks as nodes; screenshot ``ui-airflow``."""
+    with chromium_page() as page:
+        page.goto(landing)
+        page.get_by_text("Sign into Airflow").wait_for(timeout=60_000)
+        page.get_by_label("Username").fill("admin")
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Sign in").click()
+        # back on the printed page, signed in
+        page.wait_for_url(re.compile(rf".*/dags/{PIPELINE_DAG}/runs/.+"), timeout=60_000)
+        # a fresh browser opens the run beside the grid of runs; the graph is the other view
+        page.get_by_role("button", name="Show Graph").click(timeout=60_000)
+        page.get_by_test_id("expand-all-button").click(timeout=60_000)
+        graph = page.locator(".react-flow__nodes")
+        missing = missing_texts(graph, NODES)
+        page.wait_for_timeout(2000)  # the graph's layout settles after its nodes appear
+        screenshot(page, "ui-airflow", tmp_path)
+    assert missing == [], f"the Airflow UI at {landing} does not draw {missing}"
