@@ -1,8 +1,6 @@
 """``python -m orchestrators.airflow run|ui|lineage|up|down|status``: Quartet on Airflow 3."""
 
-import sys
-
-from core.kit import adapter_main
+from core.kit import adapter_main, exit_process
 from orchestrators.airflow import environment
 
-sys.exit(adapter_main(__package__, before=environment.configure))
+exit_process(adapter_main(__package__, before=environment.configure))

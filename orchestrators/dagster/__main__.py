@@ -1,8 +1,6 @@
 """``python -m orchestrators.dagster run|ui|lineage|up|down|status`` (what ``quartet`` calls)."""
 
-import sys
-
-from core.kit import adapter_main
+from core.kit import adapter_main, exit_process
 
 if __name__ == "__main__":
-    sys.exit(adapter_main(__package__))
+    exit_process(adapter_main(__package__))

@@ -11,7 +11,11 @@ its settings.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+import tempfile
+from pathlib import Path
 
 from core import kit
 
@@ -29,6 +33,42 @@ SOURCE_RESOURCE_ID = "quartet.source-api"
 #: Prefect variable holding the source watermark the watcher saw last
 WATERMARK_VARIABLE = "quartet_source_watermark"
 DEFAULT_UI_PORT = 4200
+#: the file, in a PREFECT_HOME, holding the basic-auth credential of the server that home belongs
+#: to (``user:password``, as Prefect's UI asks for it); mode 600
+AUTH_FILE = "api_auth_string"
+AUTH_USER = "quartet"
+#: the clients' setting (CLI, worker, flow runs, this process) and the server's
+CLIENT_AUTH_ENV = "PREFECT_API_AUTH_STRING"
+SERVER_AUTH_ENV = "PREFECT_SERVER_API_AUTH_STRING"
+
+
+def auth_file(home: Path) -> Path:
+    return Path(home) / AUTH_FILE
+
+
+def api_auth_string(home: Path) -> str:
+    """The credential of the Prefect server whose PREFECT_HOME is ``home``: generated once into
+    ``home/api_auth_string`` (created with mode 600: never readable by others, not even briefly)
+    and read back afterwards.
+
+    Without it Prefect's server answers every caller, the Secret block's value included
+    (``include_secrets=true`` on the block documents' endpoints). It reaches processes only
+    through their environment, never a command line.
+    """
+    path = auth_file(home)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # written whole under another name, then linked into place: a process starting at the
+        # same time either links first or reads the winner's, never a half-written file
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{AUTH_FILE}.")  # mode 600
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(f"{AUTH_USER}:{secrets.token_urlsafe(24)}\n")
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    return path.read_text().strip()
 
 
 def configure(api_url: str | None = None) -> None:
@@ -43,5 +83,8 @@ def configure(api_url: str | None = None) -> None:
     # bytecode yet: it can take minutes on a busy machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # this process's clients sign in to the server of this PREFECT_HOME (the ephemeral one of a
+    # dev run, `quartet ui`'s); a credential given in the environment (a server of your own) wins
+    os.environ.setdefault(CLIENT_AUTH_ENV, api_auth_string(Path(os.environ["PREFECT_HOME"])))
     if api_url:
         os.environ["PREFECT_API_URL"] = api_url

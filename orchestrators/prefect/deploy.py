@@ -31,7 +31,14 @@ from pathlib import Path
 from core import kit, settings
 from core.kit import NotDeployed, RunFailed, RunRequest, Service, Topology
 from core.net import free_port
-from orchestrators.prefect import DEFAULT_UI_PORT, NAME, configure
+from orchestrators.prefect import (
+    CLIENT_AUTH_ENV,
+    DEFAULT_UI_PORT,
+    NAME,
+    SERVER_AUTH_ENV,
+    api_auth_string,
+    configure,
+)
 
 POOL = "quartet"
 #: the progress lines of core.kit.progress.unit_line the flow runs log
@@ -57,13 +64,20 @@ def server_service(
     """``prefect server start`` on 127.0.0.1:port: the one definition ``ui`` and ``up`` share.
 
     Without ``database_url`` the server keeps SQLite in ``home``; its API answers at
-    ``http://127.0.0.1:<port>/api`` and is ready when ``/api/health`` answers.
+    ``http://127.0.0.1:<port>/api`` and is ready when ``/api/health`` answers (the one path
+    Prefect serves without the credential). Every other call, and the UI, needs ``home``'s
+    credential (basic auth, :func:`orchestrators.prefect.api_auth_string`), given to the process
+    in its environment.
     """
     api = f"http://127.0.0.1:{port}/api"
+    auth = api_auth_string(home)
     env = {
         "PREFECT_HOME": str(home),
         "PREFECT_UI_API_URL": api,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        SERVER_AUTH_ENV: auth,
+        # the server's own clients (its CLI, its services) sign in too
+        CLIENT_AUTH_ENV: auth,
     }
     if database_url:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
@@ -110,6 +124,12 @@ def home() -> Path:
     return path
 
 
+def auth_string() -> str:
+    """The deployed server's credential (``<home>/api_auth_string``, mode 600): what its clients
+    send and what its UI asks for."""
+    return api_auth_string(home())
+
+
 def api_url(ports: dict | None = None) -> str:
     ports = ports or _ports(create=False)
     if ports is None:
@@ -132,10 +152,18 @@ def source_api() -> tuple[str, str]:
     return source_api_url(ports), _token()
 
 
+def basic_auth() -> tuple[str, str]:
+    """The credential as httpx's ``auth=`` (Prefect reads ``user:password`` from basic auth)."""
+    user, _, password = auth_string().partition(":")
+    return user, password
+
+
 def _worker_online(api: str) -> bool:
     import httpx
 
-    response = httpx.post(f"{api}/work_pools/{POOL}/workers/filter", json={}, timeout=5)
+    response = httpx.post(
+        f"{api}/work_pools/{POOL}/workers/filter", json={}, timeout=5, auth=basic_auth()
+    )
     return response.status_code == 200 and any(
         w["name"] == WORKER and w["status"] == "ONLINE" for w in response.json()
     )
@@ -172,6 +200,8 @@ def topology(database_url: str | None = None) -> Topology:
             env={
                 "PREFECT_HOME": str(home()),
                 "PREFECT_API_URL": api,
+                # the worker's and its flow runs' credential (they inherit its environment)
+                CLIENT_AUTH_ENV: auth_string(),
                 settings.SOURCE_API_URL_ENV: source_api_url(ports),
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PREFECT_WORKER_QUERY_SECONDS": str(WORKER_QUERY_SECONDS),
@@ -218,7 +248,10 @@ def up() -> None:
 
 
 def _use_server() -> None:
+    """This process's Prefect talks to the deployed server, signed in (call before importing
+    Prefect: it reads its settings once)."""
     os.environ["PREFECT_HOME"] = str(home())
+    os.environ[CLIENT_AUTH_ENV] = auth_string()
     configure(api_url())
 
 

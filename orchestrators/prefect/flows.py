@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import threading
 import time
@@ -37,6 +38,7 @@ from prefect.client.schemas.objects import Flow, FlowRun, State, TaskRun
 from prefect.concurrency.sync import concurrency
 from prefect.context import SettingsContext, SyncClientContext
 from prefect.futures import wait
+from prefect.logging.handlers import APILogHandler
 from prefect.tasks import MaterializingTask, Task
 from prefect.utilities.urls import url_for
 from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
@@ -153,11 +155,29 @@ def raw_asset(resource: str) -> Asset:
     )
 
 
+#: the logger of the unit lines: to the run's log on the server only (see :func:`unit_done`)
+UNITS_LOGGER = "quartet.units"
+
+
+def _units_logger() -> logging.Logger:
+    logger = logging.getLogger(UNITS_LOGGER)
+    if not any(isinstance(h, APILogHandler) for h in logger.handlers):
+        logger.addHandler(APILogHandler())  # it finds the flow or task run in the run context
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
 def unit_done(line: str) -> None:
-    """A unit's progress line: on this process's stdout, and in the run's log on the server
-    (where ``quartet run prefect --deployed`` reads it)."""
+    """A unit's progress line: once on this process's stdout, and in the run's log on the server
+    (where ``quartet run prefect --deployed`` reads it and the UI shows it).
+
+    Not through ``get_run_logger()``: its records also reach Prefect's console handler, and the
+    line came out twice wherever that handler writes to the same terminal (``quartet ui``, the
+    flow-run processes it serves).
+    """
     print(line, flush=True)
-    get_run_logger().info(line)
+    _units_logger().info(line)
 
 
 def ingest_resource(resource: str, as_of: str | None, partition: str | None) -> dict[str, int]:

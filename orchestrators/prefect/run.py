@@ -13,10 +13,18 @@ import time
 from core import kit, settings
 from core.kit import RunFailed, RunRequest, progress
 from core.postgres import mask
-from orchestrators.prefect import NAME
+from orchestrators.prefect import CLIENT_AUTH_ENV, NAME, SERVER_AUTH_ENV
 
 #: the loggers whose detail goes to the log file instead of the terminal
-LOGGERS = ("prefect", "prefect.flow_runs", "prefect.task_runs", "dlt", "dbt", "httpx")
+LOGGERS = (
+    "prefect",
+    "prefect.flow_runs",
+    "prefect.task_runs",
+    "dlt",
+    "dbt",
+    "httpx",
+    "quartet.units",  # the unit lines, which also go to the run's log on the server
+)
 
 
 def ephemeral_server_without_block_catalog() -> None:
@@ -33,10 +41,23 @@ def ephemeral_server_without_block_catalog() -> None:
     os.environ.setdefault("PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION", "false")
 
 
+def ephemeral_server_behind_auth() -> None:
+    """The ephemeral API server of this run asks every caller for this PREFECT_HOME's credential.
+
+    It listens on 127.0.0.1 for the run's life and holds the Secret block with the source token,
+    which its API hands to any caller that asks for secrets: without a credential, to every local
+    user. The server process inherits this process's environment; this process's clients sign in
+    with the same credential (``configure``).
+    """
+    if os.environ.get(CLIENT_AUTH_ENV):
+        os.environ.setdefault(SERVER_AUTH_ENV, os.environ[CLIENT_AUTH_ENV])
+
+
 def run(request: RunRequest) -> None:
     started = time.perf_counter()
     if not os.environ.get("PREFECT_API_URL"):
         ephemeral_server_without_block_catalog()
+        ephemeral_server_behind_auth()
     from orchestrators.prefect.deployments import provision
     from orchestrators.prefect.flows import pipeline
 

@@ -19,11 +19,18 @@ from orchestrators.prefect import NAME
 from tests.browser import NODES, chromium_page, missing_texts, screenshot
 from tests.helpers import (
     JANUARY,
+    assert_loopback_only,
     assert_same_as_bare,
+    assert_token_on_no_command_line,
     expected,
     fresh_warehouse,
     months_loaded,
     quartet,
+)
+from tests.orchestrators.prefect.prefect_ui import (
+    assert_secrets_need_the_credential,
+    open_flow_run,
+    sign_in,
 )
 
 
@@ -39,13 +46,15 @@ def deployed(source_api, postgres_server, quartet_home):
     up = quartet("up", NAME, env=deployed_env(), timeout=900)
     try:
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
         from orchestrators.prefect import deploy
 
-        # this process talks to the deployed server from here on (Prefect read its settings
-        # when it was imported: the environment alone would not reach it)
-        with temporary_settings({PREFECT_API_URL: deploy.api_url()}):
+        # this process talks to the deployed server from here on, signed in (Prefect read its
+        # settings when it was imported: the environment alone would not reach it)
+        with temporary_settings(
+            {PREFECT_API_URL: deploy.api_url(), PREFECT_API_AUTH_STRING: deploy.auth_string()}
+        ):
             yield deploy
     finally:
         down = quartet("down", NAME, env=deployed_env(), timeout=120)
@@ -138,29 +147,6 @@ def graph_label(run) -> str:
 
     with get_client(sync_client=True) as client:
         return f"{client.read_flow(run.flow_id).name} / {run.name}"
-
-
-def open_flow_run(page, url: str, run_id, tab: str) -> dict[str, str]:
-    """Open a flow run's page in the UI on ``tab``, its graph above the tabs; return the graph's
-    nodes (label -> state) as the page fetched them to draw them, {} if it never did.
-
-    The UI draws the graph only once the run has left Scheduled/Pending, and asks first when the
-    run has over 2000 task runs; ours are final and far smaller, so it draws straight away. It
-    draws on a canvas (pixi.js): node labels are pixels, not DOM text, so the nodes are read from
-    the ``graph-v2`` response the graph itself requested.
-    """
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-    try:
-        with page.expect_response(
-            lambda r: f"/flow_runs/{run_id}/graph-v2" in r.url and r.ok, timeout=120_000
-        ) as graph:
-            page.goto(f"{url}/runs/flow-run/{run_id}")
-        page.locator(".flow-run-graph .run-graph__stage canvas").wait_for(timeout=60_000)
-    except PlaywrightTimeout:
-        return {}
-    page.locator(".p-tab").get_by_text(tab, exact=True).click()
-    return {node["label"]: node["state_type"] for _id, node in graph.value.json()["nodes"]}
 
 
 def run_triggered_by_new_data(deployed, as_of: str):
@@ -268,6 +254,7 @@ def test_new_source_data_triggers_a_run_the_ui_shows_on_its_graph(
     shown: dict[str, list] = {}
 
     with chromium_page() as page:
+        sign_in(page, f"{ui}/runs/flow-run/{run.id}", deployed.auth_string())
         # the run: its header (state, flow, deployment) and its graph, whose nodes are the subflows
         graph = open_flow_run(page, ui, run.id, "Subflow Runs")
         heading = page.locator(".page-heading-flow-run")
@@ -390,6 +377,24 @@ def test_worker_killed_and_restarted_picks_up_what_was_scheduled(deployed) -> No
     assert up.returncode == 0, up.stderr
     final = wait_final(run.id)
     assert final.state.is_completed(), final.state.message
+
+
+def test_nothing_listens_beyond_loopback_and_secrets_need_the_credential(
+    deployed, source_api
+) -> None:
+    """Every service binds loopback only; no command line carries the source token or the
+    server's credential; the block documents' endpoints refuse to hand the Secret block's value
+    to a caller without the credential (and answer with it)."""
+    pids = [s["pid"] for s in deployed.status().values() if s["running"]]
+    assert {"server", "worker"} <= {n for n, s in deployed.status().items() if s["running"]}
+    sockets = assert_loopback_only(*pids)
+    server_port = int(deployed.api_url().rsplit(":", 1)[1].split("/")[0])
+    assert server_port in {port for _ip, port, _pid, _cmd in sockets}
+    assert_token_on_no_command_line(source_api.token, *pids)
+    assert_token_on_no_command_line(deployed.auth_string(), *pids)
+    credential = deployed.home() / "api_auth_string"
+    assert credential.stat().st_mode & 0o777 == 0o600
+    assert_secrets_need_the_credential(deployed.api_url(), deployed.auth_string(), source_api.token)
 
 
 def test_token_stays_out_of_logs_and_metadata(deployed, source_api) -> None:
