@@ -1,9 +1,10 @@
 """Quartet on Temporal: the shared dlt + dbt pipeline as a durable workflow.
 
 File roles as in temporalio/samples-python: ``activities.py`` (the work, calling core/),
-``workflows.py`` (deterministic orchestration), ``worker.py`` (runs both), ``starter.py``
-(starts and follows workflows, the schedule and the watcher); the kit's file plan around them:
-``run.py`` (dev mode), ``ui.py``, ``lineage.py``, ``deploy.py`` (the server and a worker fleet).
+``workflows.py`` (deterministic orchestration), ``worker.py`` (runs both), ``starter.py`` (starts
+workflows, the schedule and the watcher); ``plan.py`` (what the ``plan`` activity returns) and
+``levers.py`` (speed levers); the harness around them: ``run.py`` (dev mode, following a run),
+``ui.py``, ``lineage.py``, ``deploy.py`` (the server and a worker fleet), ``timeline.py``.
 """
 
 #: workflows and light activities (planning, polling the source, alerts)

@@ -5,8 +5,9 @@ One dataclass input each. The source API's URL and token are the worker's config
 dlt and dbt are imported inside the activities that use them, so importing this module (the
 workflow sandbox passes it through, the CLI reads the dataclasses) stays light.
 
-Errors no retry fixes (bad flags, a malformed record, a rejected token, a failing dbt test) are
-raised as non-retryable ``ApplicationError``; everything else is left to the retry policy.
+A failure leaves an activity as an ``ApplicationError`` whose ``non_retryable`` is core's answer
+to "may a retry help?" (:func:`core.failures.may_retry`): bad input ends the run at once,
+everything else is left to the workflow's retry policy.
 """
 
 from __future__ import annotations
@@ -14,20 +15,18 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, TemporalError
 
-from core import settings
+from core.failures import DbtBuildError, may_retry
 from orchestrators.temporal import PIPELINE
-
-#: error types the workflow's retry policy never retries
-NON_RETRYABLE = ["ConfigError", "DbtBuildError", "MalformedRecordError", "AuthError"]
-
+from orchestrators.temporal.plan import Plan, build_plan
 
 # -- inputs and outputs ----------------------------------------------------------------------
 
@@ -36,27 +35,6 @@ NON_RETRYABLE = ["ConfigError", "DbtBuildError", "MalformedRecordError", "AuthEr
 class PlanInput:
     as_of: str | None = None
     partition: str | None = None
-
-
-@dataclass
-class ModelStep:
-    """One dbt model: built with its tests in one activity, after ``after`` (canonical ids)."""
-
-    name: str
-    layer: str
-    upstream: list[str]  # lineage parents: raw.<table> and models
-    after: list[str]  # upstream models plus models its tests also read (relationships)
-    tests: list[str]  # data tests and unit tests attached to the model
-    source_tests: list[str] = field(default_factory=list)  # tests of its raw tables, run first
-
-
-@dataclass
-class Plan:
-    """What the workflow schedules, from core's canonical graph (dlt schema + dbt manifest)."""
-
-    resources: list[str]
-    raw_tests: dict[str, list[str]]  # raw.<table> -> source tests (run with their models)
-    models: list[ModelStep]  # dependency order
 
 
 @dataclass
@@ -110,46 +88,132 @@ class AlertInput:
     error: str
 
 
-# -- the plan (also what ``lineage`` prints) --------------------------------------------------
+class PipelineActivities:
+    """The activities of one worker, configured with the source API it reads from."""
 
+    def __init__(self, api_url: str, api_token: str, ui_url: str | None = None) -> None:
+        self._api_url = api_url
+        self._api_token = api_token  # worker configuration only: never an input, never logged
+        self._ui_url = ui_url
 
-def build_plan() -> Plan:
-    """The workflow plan: one ingestion per dlt resource, one build per dbt model in DAG order."""
-    from core import dbt, lineage
+    @activity.defn
+    def plan(self, request: PlanInput) -> Plan:
+        """Validate the run's flags and read the plan from the canonical graph."""
+        from core.ingestion import load_config, window
 
-    manifest = dbt.load_manifest()
-    graph = lineage.canonical(manifest)
-    models = {n: layer for n, layer in graph.nodes.items() if layer != "raw"}
-    upstream = {m: sorted(a for a, b in graph.edges if b == m) for m in models}
-    after = {m: {u for u in upstream[m] if u in models} for m in models}
-    for node in manifest["nodes"].values():  # a test runs once every model it reads is built
-        attached = node.get("attached_node")
-        if node["resource_type"] == "test" and attached:
-            owner = lineage.dbt_node_id(manifest, attached)
-            if owner in models:
-                parents = {lineage.dbt_node_id(manifest, p) for p in node["depends_on"]["nodes"]}
-                after[owner] |= (parents & set(models)) - {owner}
-    order = lineage.Graph(
-        nodes=models, edges={(a, m) for m, parents in after.items() for a in parents}
-    ).order()
-    raw_nodes = sorted(n for n, layer in graph.nodes.items() if layer == "raw")
-    return Plan(
-        resources=[n.removeprefix(f"{settings.RAW_SCHEMA}.") for n in raw_nodes],
-        raw_tests={n: sorted(graph.tests.get(n, ())) for n in raw_nodes if graph.tests.get(n)},
-        models=[
-            ModelStep(
-                name=m,
-                layer=models[m],
-                upstream=upstream[m],
-                after=sorted(after[m]),
-                tests=sorted(graph.tests.get(m, ())),
-                source_tests=sorted(
-                    t for u in upstream[m] if u in raw_nodes for t in graph.tests.get(u, ())
-                ),
+        with failures_mapped():
+            window(load_config(), as_of=request.as_of, partition=request.partition)
+            return build_plan()
+
+    @activity.defn
+    def ingest_resource(self, request: IngestInput) -> IngestOutput:
+        """Load one dlt resource (one raw table) for the run's window, holding the writer lock."""
+        from core.ingestion import load_config, window
+        from core.pipeline import ingest
+
+        with failures_mapped():
+            config = load_config()
+            only = window(config, as_of=request.as_of, partition=request.partition)
+            with heartbeating(lambda: f"loading {request.resource}"):
+                result = ingest(
+                    PIPELINE,
+                    only.only(request.resource),
+                    base_url=self._api_url,
+                    token=self._api_token,
+                    config=config,
+                    log=activity.logger.info,
+                )
+        return IngestOutput(
+            resource=request.resource,
+            rows_fetched=result.rows_fetched.get(request.resource, 0),
+            new_rows=result.new_rows.get(request.resource, 0),
+            seconds=round(result.seconds, 2),
+        )
+
+    @activity.defn
+    def build_model(self, request: BuildModelInput) -> BuildModelOutput:
+        """``dbt build`` of one model and exactly the tests named; heartbeats carry its progress.
+
+        A failed model or test is core's ``DbtBuildError`` with the failed nodes as details (the
+        workflow reports them with the models it then skipped).
+        """
+        from core.pipeline import transform
+
+        done: list[str] = []
+
+        def log(message: str) -> None:
+            activity.logger.info(message)
+            done.append(message.strip())
+
+        with failures_mapped(), heartbeating(lambda: done[-3:]), _only_selected_tests():
+            result = transform(PIPELINE, select=[request.model, *request.tests], log=log)
+        return BuildModelOutput(
+            model=request.model,
+            nodes=[
+                NodeOutcome(n.name, n.resource_type, str(n.status), round(n.seconds, 3), n.rows)
+                for n in result.nodes
+            ],
+            seconds=round(result.seconds, 2),
+        )
+
+    @activity.defn
+    def source_status(self) -> SourceStatus:
+        """The source API's clock and watermark (what the watcher workflow polls)."""
+        from core.source_api import api_status
+
+        with failures_mapped():
+            status = api_status(self._api_url, self._api_token)
+        return SourceStatus(as_of=status["as_of"], watermark=status.get("watermark"))
+
+    @activity.defn
+    def send_failure_alert(self, request: AlertInput) -> bool:
+        """POST the failure to ALERT_WEBHOOK_URL (if set) with a link into the Temporal UI."""
+        from core.alerts import alert_payload, send_alert
+
+        url = None
+        if self._ui_url:
+            url = (
+                f"{self._ui_url}/namespaces/{activity.info().workflow_namespace}/workflows/"
+                f"{request.workflow_id}/{request.run_id}/history"
             )
-            for m in order
-        ],
+        payload = alert_payload(
+            "temporal",
+            request.pipeline,
+            f"{request.workflow_id}/{request.run_id}",
+            request.error,
+            url,
+        )
+        with failures_mapped():
+            return send_alert(payload)
+
+
+# -- the failure policy in Temporal's words ---------------------------------------------------
+
+
+def application_error(exc: BaseException) -> ApplicationError:
+    """``exc`` as the activity's failure: non-retryable when core says no retry helps; a failed
+    dbt build carries its failed nodes as details."""
+    details = []
+    if isinstance(exc, DbtBuildError):
+        details = [{**dataclasses.asdict(n), "status": str(n.status)} for n in exc.failures]
+    return ApplicationError(
+        str(exc), *details, type=type(exc).__name__, non_retryable=not may_retry(exc)
     )
+
+
+@contextlib.contextmanager
+def failures_mapped() -> Iterator[None]:
+    """Raise what fails inside as :func:`application_error`; Temporal's own errors (a
+    cancellation raised into the activity's thread) pass unchanged."""
+    try:
+        yield
+    except TemporalError:
+        raise
+    except Exception as exc:
+        raise application_error(exc) from None
+
+
+# -- helpers ----------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -178,152 +242,12 @@ def heartbeating(details: Callable[[], Any] = lambda: None) -> Iterator[None]:
         beater.join()
 
 
-def _bad_input(exc: Exception, kind: str | None = None) -> ApplicationError:
-    return ApplicationError(str(exc), type=kind or type(exc).__name__, non_retryable=True)
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    while exc is not None:
-        yield exc
-        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-
-
-def ingestion_failure(exc: Exception) -> ApplicationError:
-    """A non-retryable error when no retry can fix it (bad data, a rejected token)."""
-    from core.source import MalformedRecordError
-
-    if any(isinstance(cause, MalformedRecordError) for cause in _causes(exc)):
-        return _bad_input(exc, "MalformedRecordError")
-    if "401" in str(exc):
-        return _bad_input(exc, "AuthError")
-    return ApplicationError(str(exc), type=type(exc).__name__)  # transient: retried
-
-
-class PipelineActivities:
-    """The activities of one worker, configured with the source API it reads from."""
-
-    def __init__(self, api_url: str, api_token: str, ui_url: str | None = None) -> None:
-        self._api_url = api_url
-        self._api_token = api_token  # worker configuration only: never an input, never logged
-        self._ui_url = ui_url
-
-    @activity.defn
-    def plan(self, request: PlanInput) -> Plan:
-        """Validate the run's flags and read the plan from the canonical graph."""
-        from core.ingestion import ConfigError, load_config, window
-
-        try:
-            window(load_config(), as_of=request.as_of, partition=request.partition)
-        except ConfigError as exc:
-            raise _bad_input(exc) from None
-        return build_plan()
-
-    @activity.defn
-    def ingest_resource(self, request: IngestInput) -> IngestOutput:
-        """Load one dlt resource (one raw table) for the run's window, holding the writer lock."""
-        from core.ingestion import ConfigError, load_config, window
-        from core.pipeline import IngestionError, ingest
-
-        try:
-            config = load_config()
-            run_window = window(config, as_of=request.as_of, partition=request.partition).only(
-                request.resource
-            )
-        except ConfigError as exc:
-            raise _bad_input(exc) from None
-        try:
-            with heartbeating(lambda: f"loading {request.resource}"):
-                result = ingest(
-                    PIPELINE,
-                    run_window,
-                    base_url=self._api_url,
-                    token=self._api_token,
-                    config=config,
-                    log=activity.logger.info,
-                )
-        except IngestionError as exc:
-            raise ingestion_failure(exc) from None
-        return IngestOutput(
-            resource=request.resource,
-            rows_fetched=result.rows_fetched.get(request.resource, 0),
-            new_rows=result.new_rows.get(request.resource, 0),
-            seconds=round(result.seconds, 2),
-        )
-
-    @activity.defn
-    def build_model(self, request: BuildModelInput) -> BuildModelOutput:
-        """``dbt build`` of one model and exactly its tests; heartbeats carry per-node progress.
-
-        A failed model or test is a non-retryable ``DbtBuildError`` in core's wording, with the
-        failed nodes as details (the workflow reports them with the models it then skipped).
-        """
-        from core.dbt import DbtBuildError
-        from core.pipeline import transform
-
-        done: list[str] = []
-
-        def log(message: str) -> None:
-            activity.logger.info(message)
-            done.append(message.strip())
-
-        try:
-            with heartbeating(lambda: done[-3:]), _only_selected_tests():
-                result = transform(PIPELINE, select=[request.model, *request.tests], log=log)
-        except DbtBuildError as exc:
-            if not exc.failures:  # dbt did not get to run a node: not the data's fault, retried
-                raise ApplicationError(str(exc), type="DbtInvocationError") from None
-            raise ApplicationError(
-                str(exc),
-                *[{**dataclasses.asdict(n), "status": str(n.status)} for n in exc.failures],
-                type="DbtBuildError",
-                non_retryable=True,
-            ) from None
-        return BuildModelOutput(
-            model=request.model,
-            nodes=[
-                NodeOutcome(n.name, n.resource_type, str(n.status), round(n.seconds, 3), n.rows)
-                for n in result.nodes
-            ],
-            seconds=round(result.seconds, 2),
-        )
-
-    @activity.defn
-    def source_status(self) -> SourceStatus:
-        """The source API's clock and watermark (what the watcher workflow polls)."""
-        from core.source_api import api_status
-
-        status = api_status(self._api_url, self._api_token)
-        return SourceStatus(as_of=status["as_of"], watermark=status.get("watermark"))
-
-    @activity.defn
-    def send_failure_alert(self, request: AlertInput) -> bool:
-        """POST the failure to ALERT_WEBHOOK_URL (if set) with a link into the Temporal UI."""
-        from core.alerts import alert_payload, send_alert
-
-        url = None
-        if self._ui_url:
-            url = (
-                f"{self._ui_url}/namespaces/{activity.info().workflow_namespace}/workflows/"
-                f"{request.workflow_id}/{request.run_id}/history"
-            )
-        payload = alert_payload(
-            "temporal",
-            request.pipeline,
-            f"{request.workflow_id}/{request.run_id}",
-            request.error,
-            url,
-        )
-        return send_alert(payload)
-
-
 _SELECTION_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
 def _only_selected_tests() -> Iterator[None]:
     """dbt selects exactly the model and the tests named (no tests of other models)."""
-    import os
-
     with _SELECTION_LOCK:
         previous = os.environ.get("DBT_INDIRECT_SELECTION")
         os.environ["DBT_INDIRECT_SELECTION"] = "empty"

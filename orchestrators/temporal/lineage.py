@@ -1,9 +1,9 @@
-"""The graph the workflow declares: what :func:`activities.build_plan` schedules, as canonical ids."""
+"""The graph the workflow declares: what :func:`plan.build_plan` schedules, as canonical ids."""
 
 from __future__ import annotations
 
 from core import lineage, settings
-from orchestrators.temporal.activities import build_plan
+from orchestrators.temporal.plan import build_plan
 
 
 def declared_graph() -> lineage.Graph:

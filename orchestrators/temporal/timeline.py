@@ -23,7 +23,7 @@ UNITS = {"ingest_resource": ("resource", "ingest"), "build_model": ("model", "db
 async def read(address: str) -> dict:
     from temporalio.api.enums.v1 import EventType
 
-    from orchestrators.temporal.starter import connect
+    from orchestrators.temporal.run import connect
 
     client = await connect(address)
     executions = [e async for e in client.list_workflows("WorkflowType = 'PipelineWorkflow'")]

@@ -15,14 +15,8 @@ from orchestrators.temporal.worker import GRACEFUL_STOP
 
 async def _serve(request: kit.UiRequest, server: Server, url: str, token: str) -> None:
     from orchestrators.temporal.activities import PipelineActivities
-    from orchestrators.temporal.starter import (
-        connect,
-        ensure_schedule,
-        follow,
-        start,
-        start_watcher,
-        workflow_input,
-    )
+    from orchestrators.temporal.run import connect, follow
+    from orchestrators.temporal.starter import ensure_schedule, start, start_watcher, workflow_input
     from orchestrators.temporal.worker import workers
 
     client = await connect(server.address)

@@ -1,18 +1,10 @@
 """The worker: ``python -m orchestrators.temporal.worker`` (TEMPORAL_ADDRESS, default localhost:7233).
 
-Two pollers in one process, sharing one thread pool for the synchronous activities:
-
-* TASK_QUEUE: the workflows and the light activities (plan, source status, alert);
-* WAREHOUSE_TASK_QUEUE: ingestion and dbt (one parsed dbt Manifest reused by every
-  ``build_model``, parsed again when the project changes: core.dbt.reusing_manifest), with
-  :func:`warehouse_slots` as ``max_concurrent_activities``. On DuckDB one slot per worker;
-  across several workers the warehouse's writer lock (a file lock the kernel drops when its
-  holder dies) admits one writer at a time, and a waiting activity heartbeats while it waits. On PostgreSQL one slot per
-  ingestion unit, so that the units a workflow starts at once also run at once.
-
-The source API's URL and token are this process's configuration (SOURCE_API_URL /
-SOURCE_API_TOKEN, or a local API started here): they never travel through Temporal. The
-worker's own log (activities, dlt, dbt) goes to stdout, which the deployed mode sends to a file.
+Two Workers in one process, sharing one thread pool for the synchronous activities: TASK_QUEUE
+(the workflows; plan, source status, alert) and WAREHOUSE_TASK_QUEUE (ingestion and dbt) with
+:func:`warehouse_slots` slots: one on DuckDB, where core's writer lock admits one writer at a
+time across workers; one per ingestion unit on PostgreSQL. The source API's URL and token are
+this process's configuration (SOURCE_API_URL / SOURCE_API_TOKEN, or a local API started here).
 """
 
 from __future__ import annotations
@@ -30,7 +22,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from orchestrators.temporal import ADDRESS_ENV, TASK_QUEUE, UI_URL_ENV, WAREHOUSE_TASK_QUEUE
+from orchestrators.temporal import ADDRESS_ENV, TASK_QUEUE, UI_URL_ENV, WAREHOUSE_TASK_QUEUE, levers
 from orchestrators.temporal.activities import PipelineActivities
 from orchestrators.temporal.workflows import (
     BackfillWorkflow,
@@ -38,37 +30,18 @@ from orchestrators.temporal.workflows import (
     SourceWatcherWorkflow,
 )
 
-
-def warehouse_slots() -> int:
-    """The warehouse queue's activity slots: one per ingestion unit (configured resource) where
-    the configured warehouse admits parallel writers (core.warehouse), else one."""
-    from core.ingestion import load_config
-    from core.warehouse import allows_parallel_writers
-
-    return len(load_config().resources) if allows_parallel_writers() else 1
-
-
 #: threads for the light activities (plan, source status, alert) beside the warehouse slots
 LIGHT_THREADS = 3
-
-#: on stop, how long a running activity may go on before it is cancelled. Either way nothing is
-#: lost: the worker polls no new task once its stop begins; an activity that ends in this time
-#: reports its result; one still running is cancelled and reported failed, and its retry policy
-#: gives it to another worker at once (a worker killed outright gives it back too, when its
-#: heartbeat timeout expires). A cancelled attempt's partial work is harmless: the writer lock
-#: is released with the exception, dlt's unfinished load package is finished or dropped before
-#: the next extract, and the merge on (id, updated_at) makes a repeated load a no-op.
+#: on stop, how long a running activity may go on before it is cancelled and given back to
+#: another worker by its retry policy (a repeated load is a no-op: merge on (id, updated_at))
 GRACEFUL_STOP = timedelta(seconds=5)
 
 
 @contextlib.asynccontextmanager
 async def workers(client: Client, activities: PipelineActivities) -> AsyncIterator[None]:
     """Both Workers of one worker process, polling until the block ends."""
-    from core import dbt
-
     slots = warehouse_slots()
-    # one dbt build per model: the worker parses the project once, not once per model
-    with dbt.reusing_manifest(), ThreadPoolExecutor(max_workers=slots + LIGHT_THREADS) as executor:
+    with levers.applied(), ThreadPoolExecutor(max_workers=slots + LIGHT_THREADS) as executor:
         async with (
             Worker(
                 client,
@@ -94,6 +67,34 @@ async def workers(client: Client, activities: PipelineActivities) -> AsyncIterat
             yield
 
 
+async def main(url: str, token: str) -> None:
+    client = await Client.connect(os.environ.get(ADDRESS_ENV, "localhost:7233"))
+    activities = PipelineActivities(url, token, ui_url=os.environ.get(UI_URL_ENV))
+    # SIGTERM/SIGINT end the block below in order: each Worker stops polling, lets a running
+    # activity finish or gives it back (GRACEFUL_STOP), and closes. A KeyboardInterrupt raised
+    # into the event loop instead cancels the Workers' own tasks halfway, and their shutdown
+    # then waits for pollers nobody drives any more.
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    async with workers(client, activities):
+        print(
+            f"worker {client.identity} polling {TASK_QUEUE} and {WAREHOUSE_TASK_QUEUE}", flush=True
+        )
+        await stop.wait()
+        print(f"worker {client.identity} stopping: no new tasks; finishing its own", flush=True)
+    print(f"worker {client.identity} stopped", flush=True)
+
+
+def warehouse_slots() -> int:
+    """One slot per ingestion unit (configured resource) where the configured warehouse admits
+    parallel writers (core.warehouse), else one."""
+    from core.ingestion import load_config
+    from core.warehouse import allows_parallel_writers
+
+    return len(load_config().resources) if allows_parallel_writers() else 1
+
+
 def warm_imports() -> None:
     """Import dlt and dbt before polling, not inside the first activity.
 
@@ -110,31 +111,11 @@ def warm_imports() -> None:
     import dlt.destinations  # noqa: F401
 
 
-async def serve(url: str, token: str) -> None:
-    from orchestrators.temporal.starter import connect
-
-    client = await connect(os.environ.get(ADDRESS_ENV, "localhost:7233"))
-    activities = PipelineActivities(url, token, ui_url=os.environ.get(UI_URL_ENV))
-    # SIGTERM/SIGINT end the block below in order: each Worker stops polling, lets a running
-    # activity finish or gives it back (GRACEFUL_STOP), and closes. A KeyboardInterrupt raised
-    # into the event loop instead cancels the Workers' own tasks halfway, and their shutdown
-    # then waits for pollers nobody drives any more, until `down` kills the process.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with workers(client, activities):
-        print(
-            f"worker {client.identity} polling {TASK_QUEUE} and {WAREHOUSE_TASK_QUEUE}", flush=True
-        )
-        await stop.wait()
-        print(f"worker {client.identity} stopping: no new tasks; finishing its own", flush=True)
-    print(f"worker {client.identity} stopped", flush=True)
-
-
-def main() -> int:
+if __name__ == "__main__":
     from core import kit
 
+    # before the event loop runs (imports, connecting): SIGTERM stops like Ctrl-C, unwinding
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stdout,
@@ -142,16 +123,8 @@ def main() -> int:
     )
     try:
         warm_imports()
-        with kit.source_api() as (url, token):
-            asyncio.run(serve(url, token))
+        with kit.source_api() as (api_url, api_token):
+            asyncio.run(main(api_url, api_token))
     except KeyboardInterrupt:
-        return 0
-    return 0
-
-
-if __name__ == "__main__":
-    from core.kit import exit_process
-
-    # before the event loop runs (imports, connecting): SIGTERM stops like Ctrl-C, unwinding
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    exit_process(main())
+        pass
+    kit.exit_process(0)

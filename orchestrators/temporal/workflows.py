@@ -1,14 +1,14 @@
 """Workflows: deterministic orchestration only; every side effect is an activity.
 
 * :class:`PipelineWorkflow` - one run: plan, ingest every resource, then build every dbt model
-  in DAG order (``job`` = full, ingest or transform). A failing model or test fails the run and
+  in ref order (``job`` = full, ingest or transform). A failing model or test fails the run and
   blocks only what is downstream of it, as ``dbt build`` does; the failure path sends the alert.
 * :class:`BackfillWorkflow` - a range of months, one child PipelineWorkflow per month.
 * :class:`SourceWatcherWorkflow` - polls the source API's clock and starts a run when it advances.
 
-Policy numbers (retries, backoff, heartbeat timeout, poll interval) come from the configuration
-through the workflow's input (:class:`RunPolicy`): a workflow reads no files, so a replay sees
-exactly the numbers the run started with.
+Retries, the heartbeat timeout and the poll interval come from core's ``OrchestrationPolicy``
+object, carried in the workflow's input as the starter read it: a workflow reads no files, so a
+replay sees exactly the policy the run started with.
 """
 
 from __future__ import annotations
@@ -23,18 +23,19 @@ from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflow
 
 with workflow.unsafe.imports_passed_through():
     from core.dbt import NodeResult, failure_report
+    from core.failures import ConfigError
+    from core.ingestion import OrchestrationPolicy
     from orchestrators.temporal import WAREHOUSE_TASK_QUEUE
     from orchestrators.temporal.activities import (
-        NON_RETRYABLE,
         AlertInput,
         BuildModelInput,
         BuildModelOutput,
         IngestInput,
         IngestOutput,
         PipelineActivities,
-        Plan,
         PlanInput,
     )
+    from orchestrators.temporal.plan import Plan
 
 JOBS = ("full", "ingest", "transform")
 #: a ceiling on one unit; a lost worker is noticed by the heartbeat timeout long before this
@@ -43,42 +44,29 @@ UNIT_CEILING = timedelta(hours=2)
 LIGHT_CEILING = timedelta(minutes=5)
 
 
-@dataclass
-class RunPolicy:
-    """The [orchestration] numbers a workflow needs (core.kit.policy(), read by the starter)."""
+def retry_policy(policy: OrchestrationPolicy) -> RetryPolicy:
+    """core's retries as Temporal's: the wait before retry n is ``retry_delay_seconds *
+    retry_backoff**n`` up to ``max_retry_delay_seconds`` (core's ``retry_delays()``), no jitter.
+    Which errors are not retried is each error's own ``non_retryable`` (activities.py)."""
+    return RetryPolicy(
+        initial_interval=timedelta(
+            seconds=min(policy.retry_delay_seconds, policy.max_retry_delay_seconds)
+        ),
+        backoff_coefficient=policy.retry_backoff,
+        maximum_interval=timedelta(seconds=policy.max_retry_delay_seconds),
+        maximum_attempts=policy.unit_retries + 1,  # Temporal's 0 would mean "unlimited"
+    )
 
-    unit_retries: int = 2
-    retry_delay_seconds: float = 2.0
-    retry_backoff: float = 2.0
-    max_retry_delay_seconds: float = 30.0
-    heartbeat_seconds: float = 30.0
-    source_poll_seconds: float = 60.0
-    #: may the ingestion units write at once? The starter asks core.warehouse (PostgreSQL yes,
-    #: DuckDB no); decided there, not here, so that a replay takes the same path
-    parallel_ingestion: bool = False
-    #: the task queue of the warehouse units (tests route them to mocked activities)
-    warehouse_queue: str = WAREHOUSE_TASK_QUEUE
 
-    def retry(self) -> RetryPolicy:
-        return RetryPolicy(
-            initial_interval=timedelta(seconds=self.retry_delay_seconds),
-            backoff_coefficient=self.retry_backoff,
-            maximum_interval=timedelta(seconds=self.max_retry_delay_seconds),
-            maximum_attempts=self.unit_retries + 1,
-            non_retryable_error_types=NON_RETRYABLE,
+def honoured(policy: OrchestrationPolicy) -> OrchestrationPolicy:
+    """``policy`` when Temporal can honour each of its fields, else a ConfigError naming it (the
+    starter calls this before anything starts)."""
+    if policy.retry_backoff < 1:
+        raise ConfigError(
+            f"temporal cannot honour [orchestration] retry_backoff = {policy.retry_backoff}: "
+            "Temporal's backoff coefficient must be at least 1 (waits never shrink)"
         )
-
-    def warehouse_unit(self) -> dict:
-        """Ingestion and dbt: the warehouse queue, a heartbeat timeout beside the call."""
-        return {
-            "task_queue": self.warehouse_queue,
-            "start_to_close_timeout": UNIT_CEILING,
-            "heartbeat_timeout": timedelta(seconds=self.heartbeat_seconds),
-            "retry_policy": self.retry(),
-        }
-
-    def light_unit(self) -> dict:
-        return {"start_to_close_timeout": LIGHT_CEILING, "retry_policy": self.retry()}
+    return policy
 
 
 @dataclass
@@ -87,7 +75,12 @@ class PipelineInput:
     as_of: str | None = None  # the API clock (YYYY-MM-DD); None = whatever it has published
     partition: str | None = None  # a month YYYY-MM; None = everything up to as_of
     alert: bool = True  # a backfill's months leave the alert to the backfill
-    policy: RunPolicy = field(default_factory=RunPolicy)
+    policy: OrchestrationPolicy = field(kw_only=True)  # as the starter read it
+    #: may the ingestion units write at once? The starter asks core.warehouse (PostgreSQL yes,
+    #: DuckDB no); decided there, not here, so that a replay takes the same path
+    parallel_ingestion: bool = False
+    #: the task queue of the warehouse units (tests route them to mocked activities)
+    warehouse_queue: str = WAREHOUSE_TASK_QUEUE
 
 
 @dataclass
@@ -117,17 +110,19 @@ class BackfillInput:
     partitions: list[str]
     as_of: str | None = None
     job: str = "full"
-    policy: RunPolicy = field(default_factory=RunPolicy)
+    policy: OrchestrationPolicy = field(kw_only=True)
+    parallel_ingestion: bool = False
 
 
 @dataclass
 class WatchInput:
     last_as_of: str | None = None  # None: the first poll sets the baseline
     job: str = "full"
-    policy: RunPolicy = field(default_factory=RunPolicy)
+    policy: OrchestrationPolicy = field(kw_only=True)
+    parallel_ingestion: bool = False
 
 
-async def _alert(pipeline: str, error: BaseException, policy: RunPolicy) -> None:
+async def _alert(pipeline: str, error: BaseException, policy: OrchestrationPolicy) -> None:
     info = workflow.info()
     cause = error
     while getattr(cause, "cause", None) is not None:  # ActivityError -> ApplicationError
@@ -135,7 +130,8 @@ async def _alert(pipeline: str, error: BaseException, policy: RunPolicy) -> None
     await workflow.execute_activity_method(
         PipelineActivities.send_failure_alert,
         AlertInput(pipeline, info.workflow_id, info.run_id, getattr(cause, "message", str(cause))),
-        **policy.light_unit(),
+        start_to_close_timeout=LIGHT_CEILING,
+        retry_policy=retry_policy(policy),
     )
 
 
@@ -174,7 +170,8 @@ class PipelineWorkflow:
             PipelineActivities.plan,
             PlanInput(as_of=request.as_of, partition=request.partition),
             summary="plan from the canonical graph",
-            **request.policy.light_unit(),
+            start_to_close_timeout=LIGHT_CEILING,
+            retry_policy=retry_policy(request.policy),
         )
         result = PipelineResult(job=request.job, partition=request.partition)
         if request.job in ("full", "ingest"):
@@ -184,7 +181,7 @@ class PipelineWorkflow:
         if request.job in ("full", "ingest"):
             result.ingested = await self._ingest(plan, request)
         if request.job in ("full", "transform"):  # the coordination point: after all ingestion
-            result.built = await self._transform(plan, request.policy)
+            result.built = await self._transform(plan, request)
         return result
 
     async def _ingest(self, plan: Plan, request: PipelineInput) -> list[IngestOutput]:
@@ -199,7 +196,10 @@ class PipelineWorkflow:
                     PipelineActivities.ingest_resource,
                     IngestInput(resource, as_of=request.as_of, partition=request.partition),
                     summary=f"ingest {resource}",
-                    **request.policy.warehouse_unit(),
+                    task_queue=request.warehouse_queue,
+                    start_to_close_timeout=UNIT_CEILING,
+                    heartbeat_timeout=timedelta(seconds=request.policy.heartbeat_seconds),
+                    retry_policy=retry_policy(request.policy),
                 )
             except ActivityError:
                 self._end(unit, "failed")
@@ -209,11 +209,11 @@ class PipelineWorkflow:
             self._end(unit, "done")
             return output
 
-        if request.policy.parallel_ingestion:
+        if request.parallel_ingestion:
             return list(await asyncio.gather(*(ingest(r) for r in plan.resources)))
         return [await ingest(r) for r in plan.resources]
 
-    async def _transform(self, plan: Plan, policy: RunPolicy) -> list[BuildModelOutput]:
+    async def _transform(self, plan: Plan, request: PipelineInput) -> list[BuildModelOutput]:
         """One activity per model (with its tests), in DAG order; a failure blocks its downstream."""
         built: list[BuildModelOutput] = []
         failures: list[NodeResult] = []
@@ -229,9 +229,12 @@ class PipelineWorkflow:
             try:
                 output = await workflow.execute_activity_method(
                     PipelineActivities.build_model,
-                    BuildModelInput(step.name, [*step.source_tests, *step.tests]),
+                    BuildModelInput(step.name, step.runs),
                     summary=f"dbt build {step.name} (+{len(step.tests)} tests)",
-                    **policy.warehouse_unit(),
+                    task_queue=request.warehouse_queue,
+                    start_to_close_timeout=UNIT_CEILING,
+                    heartbeat_timeout=timedelta(seconds=request.policy.heartbeat_seconds),
+                    retry_policy=retry_policy(request.policy),
                 )
             except ActivityError as exc:
                 details = getattr(exc.cause, "details", None) or ()
@@ -276,7 +279,14 @@ class BackfillWorkflow:
                 results.append(
                     await workflow.execute_child_workflow(
                         PipelineWorkflow.run,
-                        PipelineInput(request.job, request.as_of, partition, False, request.policy),
+                        PipelineInput(
+                            request.job,
+                            request.as_of,
+                            partition,
+                            alert=False,
+                            policy=request.policy,
+                            parallel_ingestion=request.parallel_ingestion,
+                        ),
                         id=f"{workflow.info().workflow_id}/{partition}",
                         static_summary=f"{request.job} {partition}",
                     )
@@ -297,16 +307,29 @@ class SourceWatcherWorkflow:
         policy = request.policy
         while not workflow.info().is_continue_as_new_suggested():
             status = await workflow.execute_activity_method(
-                PipelineActivities.source_status, summary="poll source as-of", **policy.light_unit()
+                PipelineActivities.source_status,
+                summary="poll source as-of",
+                start_to_close_timeout=LIGHT_CEILING,
+                retry_policy=retry_policy(policy),
             )
             if last is not None and status.as_of > last:
                 as_of = status.as_of[:10]
                 await workflow.execute_child_workflow(
                     PipelineWorkflow.run,
-                    PipelineInput(request.job, as_of=as_of, policy=policy),
+                    PipelineInput(
+                        request.job,
+                        as_of=as_of,
+                        policy=policy,
+                        parallel_ingestion=request.parallel_ingestion,
+                    ),
                     id=f"{workflow.info().workflow_id}/as-of-{as_of}",
                     static_summary=f"new source data as of {as_of}",
                 )
             last = status.as_of
             await workflow.sleep(timedelta(seconds=policy.source_poll_seconds))
-        workflow.continue_as_new(WatchInput(last, request.job, policy))  # history stays short
+        # history stays short
+        workflow.continue_as_new(
+            WatchInput(
+                last, request.job, policy=policy, parallel_ingestion=request.parallel_ingestion
+            )
+        )

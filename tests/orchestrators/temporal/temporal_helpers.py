@@ -9,8 +9,7 @@ from collections.abc import AsyncIterator
 from temporalio.client import Client, WorkflowHandle
 
 from orchestrators.temporal.activities import PipelineActivities
-from orchestrators.temporal.run import Server
-from orchestrators.temporal.starter import connect
+from orchestrators.temporal.run import Server, connect
 from orchestrators.temporal.worker import workers
 
 

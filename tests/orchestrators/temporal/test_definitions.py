@@ -7,7 +7,9 @@ No pipeline runs here: the workflow logic is tested on the dev server with mocke
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -21,8 +23,8 @@ from temporalio.worker import Worker
 
 from core import kit, lineage, settings
 from core.dbt import failure_report
-from core.pipeline import IngestionError
-from core.source import MalformedRecordError
+from core.failures import ConfigError
+from core.ingestion import OrchestrationPolicy
 from orchestrators.temporal import TASK_QUEUE
 from orchestrators.temporal.activities import (
     AlertInput,
@@ -30,16 +32,21 @@ from orchestrators.temporal.activities import (
     BuildModelOutput,
     IngestInput,
     IngestOutput,
-    ModelStep,
     NodeOutcome,
-    Plan,
     PlanInput,
-    build_plan,
-    ingestion_failure,
+    application_error,
 )
 from orchestrators.temporal.lineage import declared_graph
-from orchestrators.temporal.starter import connect, ensure_schedule, run_policy
-from orchestrators.temporal.workflows import PipelineInput, PipelineWorkflow, RunPolicy
+from orchestrators.temporal.plan import ModelStep, Plan, build_plan
+from orchestrators.temporal.run import connect
+from orchestrators.temporal.starter import ensure_schedule, placement, workflow_input
+from orchestrators.temporal.workflows import (
+    PipelineInput,
+    PipelineWorkflow,
+    honoured,
+    retry_policy,
+)
+from tests.failure_cases import CASES
 from tests.helpers import expected
 
 
@@ -47,16 +54,67 @@ def test_workflow_plan_lineage_equals_canonical(quartet_home) -> None:
     assert lineage.canonical().difference(declared_graph()) == []
 
 
-def test_plan_has_one_unit_per_resource_and_model_in_dag_order(quartet_home) -> None:
+def test_plan_has_one_unit_per_resource_and_model_in_ref_order(quartet_home) -> None:
     plan = build_plan()
     assert sorted(plan.resources) == sorted(expected().resources)
     assert sorted(s.name for s in plan.models) == sorted(expected().models)
-    done: set[str] = set()
+    built: set[str] = set()
     for step in plan.models:
-        assert set(step.after) <= done, f"{step.name} planned before {set(step.after) - done}"
-        done.add(step.name)
-    # stg_flights' relationships test reads stg_airlines: it must be built first
-    assert "stg_airlines" in next(s for s in plan.models if s.name == "stg_flights").after
+        assert set(step.after) <= built, f"{step.name} planned before {set(step.after) - built}"
+        built.add(step.name)
+    # every test runs once all it reads is built: stg_flights' relationships test reads
+    # stg_airlines, so it runs in a build planned after stg_airlines'
+    position = {step.name: i for i, step in enumerate(plan.models)}
+    runs_in = {t: step.name for step in plan.models for t in step.runs}
+    relationship = next(t for t in runs_in if t.startswith("relationships_stg_flights"))
+    assert position[runs_in[relationship]] > position["stg_airlines"]
+
+
+def _manifest_with_a_test_cycle() -> dict:
+    """jaffle-shop's shape: orders refs customers, order_items refs orders, and relationships
+    tests point both ways (customers -> orders, orders -> order_items): a cycle through tests."""
+
+    def model(name: str, *refs: str) -> dict:
+        return {
+            "resource_type": "model",
+            "name": name,
+            "config": {"schema": "marts"},
+            "depends_on": {"nodes": [f"model.shop.{r}" for r in refs]},
+        }
+
+    def relationships(name: str, attached: str, other: str) -> dict:
+        return {
+            "resource_type": "test",
+            "name": name,
+            "attached_node": f"model.shop.{attached}",
+            "depends_on": {"nodes": [f"model.shop.{other}", f"model.shop.{attached}"]},
+        }
+
+    nodes = {
+        "model.shop.customers": model("customers"),
+        "model.shop.orders": model("orders", "customers"),
+        "model.shop.order_items": model("order_items", "orders"),
+        "test.shop.customer_has_orders": relationships(
+            "customer_has_orders", "customers", "orders"
+        ),
+        "test.shop.order_has_items": relationships("order_has_items", "orders", "order_items"),
+        "test.shop.item_order": relationships("item_order", "order_items", "orders"),
+    }
+    return {"nodes": {k: v for k, v in nodes.items()}, "sources": {}, "unit_tests": {}}
+
+
+def test_a_cycle_through_relationships_tests_plans_in_ref_order(monkeypatch) -> None:
+    monkeypatch.setattr(lineage, "raw_tables", lambda: [])
+    plan = build_plan(_manifest_with_a_test_cycle())
+    steps = {step.name: step for step in plan.models}
+    assert [step.name for step in plan.models] == ["customers", "orders", "order_items"]
+    # each test belongs to its model (core.lineage's rule) ...
+    assert steps["customers"].tests == ["customer_has_orders"]
+    assert steps["orders"].tests == ["order_has_items"]
+    # ... and runs in the build of the last model it reads
+    assert steps["customers"].runs == []
+    assert steps["orders"].runs == ["customer_has_orders"]
+    assert steps["order_items"].runs == ["item_order", "order_has_items"]
 
 
 def test_lineage_command_prints_the_plan_graph(quartet_home) -> None:
@@ -70,32 +128,77 @@ def test_lineage_command_prints_the_plan_graph(quartet_home) -> None:
     assert lineage.canonical().difference(lineage.Graph.from_json(json.loads(out))) == []
 
 
-def test_policy_numbers_reach_the_workflow_input() -> None:
-    policy, configured = run_policy(), kit.policy()
-    assert policy.heartbeat_seconds == configured.heartbeat_seconds
-    assert policy.retry().maximum_attempts == configured.unit_retries + 1
-    assert policy.retry().initial_interval.total_seconds() == configured.retry_delay_seconds
-    assert {"ConfigError", "DbtBuildError", "MalformedRecordError", "AuthError"} <= set(
-        policy.retry().non_retryable_error_types
+# -- one failure policy, one orchestration policy ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "retry"), [(make, retry) for _, make, retry in CASES], ids=[c[0] for c in CASES]
+)
+def test_activity_failures_are_retried_as_core_says(make, retry) -> None:
+    """The activities' mapping (failures_mapped -> application_error) answers as core does."""
+    error = application_error(make())
+    assert error.non_retryable is (not retry)
+
+
+def test_the_retry_policy_is_the_configured_one() -> None:
+    configured = kit.policy()
+    inputs = workflow_input(kit.RunRequest(name="temporal", as_of="2013-01-31"))
+    assert inputs.policy == configured  # core's object itself, not a copy with its own defaults
+    policy = retry_policy(inputs.policy)
+    assert policy.maximum_attempts == configured.unit_retries + 1
+    assert delays(policy, configured.unit_retries) == configured.retry_delays()
+    assert not policy.non_retryable_error_types  # each error says it itself
+
+
+def delays(policy, retries: int) -> list[float]:
+    """The waits Temporal's RetryPolicy makes before each retry (its documented formula)."""
+    initial, cap = policy.initial_interval.total_seconds(), policy.maximum_interval.total_seconds()
+    return [min(initial * policy.backoff_coefficient**n, cap) for n in range(retries)]
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"retry_backoff": 3.0},
+        {"retry_delay_seconds": 5.0},
+        {"max_retry_delay_seconds": 3.0},
+        {"unit_retries": 5},
+        {"retry_delay_seconds": 50.0},  # above the cap: every wait is the cap, as in core
+    ],
+)
+def test_a_changed_retry_field_changes_the_retry_delays(changed) -> None:
+    policy = dataclasses.replace(OrchestrationPolicy(), **changed)
+    retry = retry_policy(honoured(policy))
+    assert delays(retry, policy.unit_retries) == policy.retry_delays()
+    assert retry.maximum_attempts == policy.unit_retries + 1
+    assert delays(retry, policy.unit_retries) != OrchestrationPolicy().retry_delays()
+
+
+def test_a_field_temporal_cannot_honour_is_refused_by_name() -> None:
+    with pytest.raises(
+        ConfigError, match=r"temporal cannot honour \[orchestration\] retry_backoff"
+    ):
+        honoured(dataclasses.replace(OrchestrationPolicy(), retry_backoff=0.5))
+
+
+def test_quartet_run_refuses_it_with_exit_2(tmp_path) -> None:
+    config = tmp_path / "ingestion.toml"
+    config.write_text(
+        settings.INGESTION_CONFIG.read_text().replace("retry_backoff = 2.0", "retry_backoff = 0.5")
     )
-
-
-def test_errors_no_retry_fixes_are_not_retryable() -> None:
-    def failed(cause: Exception) -> IngestionError:
-        try:
-            try:
-                raise cause
-            except Exception as exc:
-                raise IngestionError(f"ingesting flights failed: {exc}") from exc
-        except IngestionError as error:
-            return error
-
-    malformed = ingestion_failure(failed(MalformedRecordError("no primary key 'id'")))
-    assert (malformed.type, malformed.non_retryable) == ("MalformedRecordError", True)
-    auth = ingestion_failure(failed(OSError("401 Client Error: Unauthorized")))
-    assert (auth.type, auth.non_retryable) == ("AuthError", True)
-    transient = ingestion_failure(failed(ConnectionError("connection reset by peer")))
-    assert not transient.non_retryable
+    assert "retry_backoff = 0.5" in config.read_text()
+    completed = subprocess.run(
+        [sys.executable, "-m", "orchestrators.temporal", "run", "--as-of", "2013-01-31"],
+        capture_output=True,
+        text=True,
+        cwd=settings.REPO_ROOT,
+        env={**os.environ, "QUARTET_INGESTION_CONFIG": str(config), "QUARTET_HOME": str(tmp_path)},
+    )
+    assert completed.returncode == 2, completed.stderr
+    assert completed.stderr.strip().splitlines() == [
+        "quartet run temporal: temporal cannot honour [orchestration] retry_backoff = 0.5: "
+        "Temporal's backoff coefficient must be at least 1 (waits never shrink)"
+    ]
 
 
 def test_monthly_schedule_follows_the_configured_cron(temporal_server) -> None:
@@ -122,7 +225,7 @@ def test_bad_input_fails_at_once_without_retries(temporal_server, fresh_home) ->
         async with deployment(temporal_server, "http://127.0.0.1:9", "unused") as client:
             return await client.execute_workflow(
                 PipelineWorkflow.run,
-                PipelineInput(partition="2014-05", policy=run_policy()),
+                PipelineInput(partition="2014-05", **placement()),
                 id=f"bad-input-{uuid.uuid4()}",
                 task_queue=TASK_QUEUE,
             )
@@ -144,7 +247,7 @@ PLAN = Plan(
     raw_tests={},
     models=[
         ModelStep("stg_airlines", "staging", ["raw.airlines"], [], ["unique_stg_airlines_carrier"]),
-        ModelStep("stg_flights", "staging", ["raw.flights"], ["stg_airlines"], ["not_null_id"]),
+        ModelStep("stg_flights", "staging", ["raw.flights"], [], ["not_null_id"], ["not_null_id"]),
         ModelStep("dim_carriers", "marts", ["stg_airlines"], ["stg_airlines"], []),
         ModelStep("fct_flights", "marts", ["stg_flights"], ["stg_flights"], []),
     ],
@@ -186,16 +289,15 @@ class Mocks:
         client = await connect(server.address)
         queue = f"mocked-{uuid.uuid4()}"
         light, warehouse = self.activities()
-        policy = RunPolicy(
-            retry_delay_seconds=0.1, heartbeat_seconds=5, warehouse_queue=f"{queue}-warehouse"
-        )
+        policy = dataclasses.replace(kit.policy(), retry_delay_seconds=0.1, heartbeat_seconds=5)
+        request = PipelineInput(policy=policy, warehouse_queue=f"{queue}-warehouse")
         async with (
             Worker(client, task_queue=queue, workflows=[PipelineWorkflow], activities=light),
-            Worker(client, task_queue=policy.warehouse_queue, activities=warehouse),
+            Worker(client, task_queue=request.warehouse_queue, activities=warehouse),
         ):
             handle = await client.start_workflow(
                 PipelineWorkflow.run,
-                PipelineInput(policy=policy),
+                request,
                 id=f"mocked-{uuid.uuid4()}",
                 task_queue=queue,
             )
@@ -240,7 +342,7 @@ def test_a_failing_test_blocks_only_downstream_and_reports_in_cores_words(tempor
 def test_follow_prints_each_unit_once_in_the_order_units_ended(monkeypatch) -> None:
     """The ``progress`` query's answer reaches the CLI with its keys sorted (the SDK's JSON
     converter): the follower orders by each unit's end rank, so a model follows its parents."""
-    from orchestrators.temporal import starter
+    from orchestrators.temporal import run
     from orchestrators.temporal.workflows import Unit
 
     first = {  # alphabetical, as the converter hands it over; stg_airports ended first
@@ -263,10 +365,10 @@ def test_follow_prints_each_unit_once_in_the_order_units_ended(monkeypatch) -> N
         async def result(self) -> None:
             return None
 
-    monkeypatch.setattr(starter, "_progress", progress)
-    monkeypatch.setattr(starter, "_closed", is_closed)
+    monkeypatch.setattr(run, "_progress", progress)
+    monkeypatch.setattr(run, "_closed", is_closed)
     lines: list[str] = []
-    asyncio.run(starter.follow(None, Handle(), PipelineInput(), say=lines.append))
+    asyncio.run(run.follow(None, Handle(), PipelineInput(policy=kit.policy()), say=lines.append))
     assert [(line.split()[2], line.split()[-1]) for line in lines] == [
         ("stg_airports", "passed"),
         ("dim_airports", "passed"),

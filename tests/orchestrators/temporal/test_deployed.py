@@ -35,11 +35,11 @@ from core import lineage, settings
 from core.fingerprint import diff, fingerprint
 from core.source_api import set_clock
 from orchestrators.temporal import deploy
+from orchestrators.temporal.run import connect
 from orchestrators.temporal.starter import (
     SCHEDULE_ID,
     WATCHER_ID,
-    connect,
-    run_policy,
+    placement,
     start,
     workflow_input,
 )
@@ -386,7 +386,7 @@ def test_backfill_then_the_watcher_and_the_schedule_fire_inside_the_services(
         client = await connect(deploy.address())
         set_clock(url, token, JANUARY)  # published: January; the watcher takes it as its baseline
         rewound = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)  # history's times
-        backfill = await start(client, BackfillInput(["2013-01"], JANUARY, policy=run_policy()))
+        backfill = await start(client, BackfillInput(["2013-01"], JANUARY, **placement()))
         months = await backfill.result()
         month_print = fingerprint(warehouse())
         await polled_since(client, rewound)

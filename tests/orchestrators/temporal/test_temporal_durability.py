@@ -10,6 +10,7 @@ from its history. The warehouse must be exactly the bare one: nothing duplicated
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -19,9 +20,16 @@ from temporal_helpers import activity_runs
 from temporalio.api.enums.v1 import PendingActivityState
 
 from core import settings
-from orchestrators.temporal.starter import connect, start
-from orchestrators.temporal.workflows import PipelineInput, RunPolicy
+from orchestrators.temporal.run import connect
+from orchestrators.temporal.starter import placement, start
+from orchestrators.temporal.workflows import PipelineInput
 from tests.helpers import JANUARY, assert_same_as_bare, expected
+
+
+def short_heartbeat() -> dict:
+    """The configured placement with a 15 s heartbeat timeout: a killed worker is noticed soon."""
+    inputs = placement()
+    return {**inputs, "policy": dataclasses.replace(inputs["policy"], heartbeat_seconds=15)}
 
 
 def start_worker(server, api, log_path) -> subprocess.Popen:
@@ -65,9 +73,7 @@ def test_sigkill_of_the_worker_mid_ingestion_and_mid_dbt_loses_nothing(
     async def main():
         client = await connect(temporal_server.address)
         # a heartbeat timeout shorter than the configured one: the lost activity is noticed sooner
-        handle = await start(
-            client, PipelineInput(as_of=JANUARY, policy=RunPolicy(heartbeat_seconds=15))
-        )
+        handle = await start(client, PipelineInput(as_of=JANUARY, **short_heartbeat()))
         killed = []
         try:
             for phase in ("ingest_resource", "build_model"):

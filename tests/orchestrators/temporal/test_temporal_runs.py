@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import duckdb
 import pytest
@@ -17,14 +18,14 @@ from temporal_helpers import activity_runs, deployment
 from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 
-from core import postgres, settings
+from core import kit, postgres, settings
 from core.fingerprint import diff, fingerprint
 from core.source_api import SourceAPIConfig, api_status, running_source_api, set_clock
 from orchestrators.temporal import TASK_QUEUE
+from orchestrators.temporal.run import connect
 from orchestrators.temporal.starter import (
-    connect,
     ensure_schedule,
-    run_policy,
+    placement,
     start,
     start_watcher,
     workflow_id,
@@ -33,7 +34,6 @@ from orchestrators.temporal.workflows import (
     BackfillInput,
     PipelineInput,
     PipelineWorkflow,
-    RunPolicy,
 )
 from tests.conftest import bare_run
 from tests.helpers import JANUARY, assert_same_as_bare, expected, quartet
@@ -61,7 +61,7 @@ def test_run_command_on_postgres_ingests_at_once_equals_bare_then_a_rerun_change
     workflow starts the ingestion activities at once and the worker's warehouse slots run them
     together. January on DuckDB equals bare in the parity tier; here January on PostgreSQL."""
     url = postgres.database_url("pgtest_temporal")
-    request = PipelineInput(as_of=JANUARY, partition="2013-01")
+    request = PipelineInput(as_of=JANUARY, partition="2013-01", policy=kit.policy())
     completed = quartet(
         "run", "temporal", "--warehouse", url, "--as-of", JANUARY, "--partition", "2013-01",
         env={"TEMPORAL_ADDRESS": temporal_server.address},
@@ -85,8 +85,9 @@ def test_run_command_on_postgres_ingests_at_once_equals_bare_then_a_rerun_change
             first = client.get_workflow_handle(workflow_id(request))
             history = (await first.fetch_history()).to_json()
             runs = await activity_runs(first)
-            request.policy = run_policy()  # the starter's decision: parallel on PostgreSQL
-            schedule = await ensure_schedule(client, request, "test-monthly")
+            # the starter's decision: parallel on PostgreSQL
+            rerun_input = PipelineInput(as_of=JANUARY, partition="2013-01", **placement())
+            schedule = await ensure_schedule(client, rerun_input, "test-monthly")
             await schedule.trigger()
             while not (await schedule.describe()).info.recent_actions:
                 await asyncio.sleep(0.2)
@@ -127,7 +128,7 @@ def test_backfill_in_shuffled_order_equals_bare_in_order(
 
     async def backfill():
         async with deployment(temporal_server, source_api.url, source_api.token) as client:
-            handle = await start(client, BackfillInput(["2013-02", "2013-01"]))
+            handle = await start(client, BackfillInput(["2013-02", "2013-01"], **placement()))
             return await handle.result()
 
     results = asyncio.run(backfill())
@@ -144,7 +145,7 @@ def test_injected_api_faults_are_retried_to_the_same_warehouse(
 
         async def main():
             async with deployment(temporal_server, url, token) as client:
-                handle = await start(client, PipelineInput(as_of=JANUARY))
+                handle = await start(client, PipelineInput(as_of=JANUARY, **placement()))
                 return await handle.result(), await activity_runs(handle)
 
         result, runs = asyncio.run(main())
@@ -169,7 +170,7 @@ def test_failing_dbt_test_fails_the_run_blocks_downstream_and_alerts(
             ) as client:
                 handle = await client.start_workflow(
                     PipelineWorkflow.run,
-                    PipelineInput(as_of=JANUARY),
+                    PipelineInput(as_of=JANUARY, **placement()),
                     id="failing-dbt-test",
                     task_queue=TASK_QUEUE,
                 )
@@ -222,7 +223,7 @@ def test_source_watcher_starts_a_run_when_the_api_clock_advances(
             async with deployment(temporal_server, url, token) as client:
                 baseline = api_status(url, token)["as_of"]
                 watcher = await start_watcher(
-                    client, last_as_of=baseline, policy=RunPolicy(source_poll_seconds=1)
+                    client, last_as_of=baseline, policy=replace(kit.policy(), source_poll_seconds=1)
                 )
                 try:
                     await asyncio.sleep(3)  # a few polls: the clock has not moved, nothing runs
@@ -265,7 +266,9 @@ def test_killed_while_loading_flights_then_warehouse_deleted_rerun_equals_bare(
 
     async def loading_flights() -> None:
         client = await connect(temporal_server.address)
-        handle = client.get_workflow_handle(workflow_id(PipelineInput(as_of=JANUARY)))
+        handle = client.get_workflow_handle(
+            workflow_id(PipelineInput(as_of=JANUARY, policy=kit.policy()))
+        )
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and first.poll() is None:
             with contextlib.suppress(RPCError):
