@@ -100,7 +100,7 @@ test-%: env-% browser FORCE
 browser:
 	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium (Debian's)"; apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
-# PostgreSQL (core/postgres.py's local server when no Docker engine answers): Debian's package,
+# PostgreSQL (lab/postgres.py's local server when no Docker engine answers): Debian's package,
 # installed here when its binaries are missing.
 postgres:
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null 2>&1 || { echo "installing PostgreSQL (Debian's postgresql-15)"; apt-get update -qq && { apt-get install -y -qq postgresql-15 >/dev/null || apt-get install -y -qq postgresql >/dev/null; }; }

@@ -180,7 +180,7 @@ def load_config(path: Path | None = None) -> IngestionConfig:
                 f"ingestion config {path}: [{section}] {key} must be {kind.__name__}, got {value!r}"
             ) from None
 
-    from core.source_api.data import RESOURCES
+    from core.schema import RESOURCES
 
     resources = tuple(get("source", "resources", list))
     unknown = [r for r in resources if r not in RESOURCES]

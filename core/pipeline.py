@@ -56,7 +56,7 @@ def _print(message: str) -> None:
 
 
 #: ``RESOURCE:STEP`` (STEP: extract, normalize or load): the reliability matrix's kill point
-#: inside one of dlt's steps (core/reliability.py sets it for the one run it kills; ADR 0017)
+#: inside one of dlt's steps (lab/reliability.py sets it for the one run it kills; ADR 0017)
 PAUSE_ENV = "QUARTET_PAUSE_AT"
 PAUSE_STEPS = ("extract", "normalize", "load")
 #: a paused process nobody killed gives up (the matrix kills within a second of the marker)
@@ -322,10 +322,8 @@ def transform(
 
 
 def _shown(location: warehouse.Location) -> str:
-    from core.postgres import mask
-
     if isinstance(location, str):
-        return mask(location)
+        return warehouse.mask(location)
     return str(settings.shown_path(location))
 
 
@@ -439,7 +437,7 @@ def run(
     log: Log = _print,
 ) -> list[IngestResult]:
     """The plain end-to-end run: start the API if needed, ingest, build dbt (tests included)."""
-    from core.source_api import SourceAPIConfig, running_source_api
+    from core.source_service import SourceAPIConfig, running_source_api
 
     config = load_config()
     windows = [

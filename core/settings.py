@@ -176,14 +176,6 @@ def manifest_path() -> Path:
     return state_dir() / "dbt-manifest" / "manifest.json"
 
 
-def cache_dir() -> Path:
-    """Derived data shared by every QUARTET_HOME of this checkout (the source API's published
-    store, unpacked data files): rebuilt from the repo when missing, never state of a run.
-    ``QUARTET_CACHE`` moves it. Test sessions each have a QUARTET_HOME of their own but share
-    this, so the store is built once, not once per session."""
-    return Path(os.environ.get("QUARTET_CACHE", REPO_ROOT / ".quartet" / "cache")).resolve()
-
-
 def orchestrator_dir(name: str) -> Path:
     """Everything one orchestrator generates: ``.quartet/<name>/`` (home, logs, service state)."""
     return state_dir() / name

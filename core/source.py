@@ -41,87 +41,13 @@ from dlt.sources.rest_api import rest_api_source
 
 from core.failures import MalformedRecordError
 from core.ingestion import IngestionConfig, RunWindow
+from core.schema import COLUMNS, PRIMARY_KEY
 
-PRIMARY_KEY = ["id", "updated_at"]
 #: a revision is loaded once however often it is fetched (dlt's merge on the key, ADR 0004)
 WRITE_DISPOSITION = "merge"
 #: how pages are read: "arrow" (NDJSON -> Arrow tables) or "json" (rest_api, dicts)
 RECORD_FORMAT_ENV = "QUARTET_RECORD_FORMAT"
 NDJSON = "application/x-ndjson"
-
-_TS = {"data_type": "timestamp", "timezone": False}
-_KEY = {"data_type": "text", "nullable": False}
-
-COLUMNS: dict[str, dict[str, dict[str, Any]]] = {
-    "flights": {
-        "id": _KEY,
-        "updated_at": {**_TS, "nullable": False},
-        "revision": {"data_type": "bigint"},
-        **{
-            name: {"data_type": "bigint"}
-            for name in (
-                "year",
-                "month",
-                "day",
-                "dep_time",
-                "sched_dep_time",
-                "dep_delay",
-                "arr_time",
-                "sched_arr_time",
-                "arr_delay",
-                "flight",
-                "air_time",
-                "distance",
-                "hour",
-                "minute",
-            )
-        },
-        **{name: {"data_type": "text"} for name in ("carrier", "tailnum", "origin", "dest")},
-        "time_hour": {"data_type": "timestamp"},
-    },
-    "weather": {
-        "id": _KEY,
-        "updated_at": {**_TS, "nullable": False},
-        "origin": {"data_type": "text"},
-        **{name: {"data_type": "bigint"} for name in ("year", "month", "day", "hour", "wind_dir")},
-        **{
-            name: {"data_type": "double"}
-            for name in (
-                "temp",
-                "dewp",
-                "humid",
-                "wind_speed",
-                "wind_gust",
-                "precip",
-                "pressure",
-                "visib",
-            )
-        },
-        "time_hour": {"data_type": "timestamp"},
-    },
-    "planes": {
-        "id": _KEY,
-        "updated_at": {**_TS, "nullable": False},
-        **{
-            name: {"data_type": "text"}
-            for name in ("tailnum", "type", "manufacturer", "model", "engine")
-        },
-        **{name: {"data_type": "bigint"} for name in ("year", "engines", "seats", "speed")},
-    },
-    "airports": {
-        "id": _KEY,
-        "updated_at": {**_TS, "nullable": False},
-        **{name: {"data_type": "text"} for name in ("faa", "name", "dst", "tzone")},
-        **{name: {"data_type": "double"} for name in ("lat", "lon")},
-        **{name: {"data_type": "bigint"} for name in ("alt", "tz")},
-    },
-    "airlines": {
-        "id": _KEY,
-        "updated_at": {**_TS, "nullable": False},
-        "carrier": {"data_type": "text"},
-        "name": {"data_type": "text"},
-    },
-}
 
 
 def _require_keys(resource: str):

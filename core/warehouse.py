@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
 
@@ -36,6 +37,16 @@ Location = Path | str
 def is_postgres(location: Location | None) -> bool:
     """True for a ``postgresql://`` (or ``postgres://``) URL."""
     return isinstance(location, str) and location.split("://", 1)[0] in ("postgresql", "postgres")
+
+
+def mask(url: str) -> str:
+    """The URL with its password replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
 def allows_parallel_writers(location: Location | None = None) -> bool:
@@ -80,8 +91,6 @@ def check_connection(location: Location) -> None:
         _check_duckdb_file(Path(location))
         return
     import psycopg2
-
-    from core.postgres import mask
 
     try:
         psycopg2.connect(location, connect_timeout=5).close()

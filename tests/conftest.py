@@ -39,7 +39,7 @@ def quartet_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def source_api(quartet_home: Path) -> Iterator[API]:
     """One locally started source API (a child process on a free loopback port) per session."""
-    from core.source_api import running_source_api
+    from core.source_service import running_source_api
 
     os.environ.pop(settings.SOURCE_API_URL_ENV, None)
     with running_source_api() as (url, token):
@@ -62,7 +62,7 @@ def bare_january(source_api: API):
     as of a later date must do so in a home of its own, or this would silently become that
     later warehouse (the pipeline is incremental: January again leaves later months in place).
     """
-    from core.fingerprint import fingerprint
+    from lab.fingerprint import fingerprint
 
     warehouse = bare_run("bare", as_of=JANUARY)
     ((later,),) = table_rows(
@@ -123,7 +123,7 @@ def alert_receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[AlertReceiver]:
 
 @pytest.fixture(scope="session")
 def postgres_server(quartet_home: Path):
-    """One PostgreSQL server for the session (core/postgres.py): a testcontainers container when
+    """One PostgreSQL server for the session (lab/postgres.py): a testcontainers container when
     a Docker engine answers, else the local server from the machine's binaries, its data in a
     folder of its own (under /tmp: the postgres user cannot enter pytest's 0700 temp folders).
     Exported as QUARTET_POSTGRES_URL, so ``postgres.database_url(name)`` uses it; stopped at the
@@ -131,7 +131,7 @@ def postgres_server(quartet_home: Path):
     import shutil
     import tempfile
 
-    from core import postgres
+    from lab import postgres
 
     previous = {key: os.environ.get(key) for key in (postgres.URL_ENV, postgres.HOME_ENV)}
     folder = None

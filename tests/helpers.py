@@ -48,7 +48,7 @@ def own_source_api(**config) -> Iterator[tuple[str, str]]:
 
     SOURCE_API_URL/TOKEN point at it for the duration and are restored afterwards.
     """
-    from core.source_api import SourceAPIConfig, running_source_api
+    from core.source_service import SourceAPIConfig, running_source_api
 
     saved = {k: os.environ.pop(k, None) for k in (settings.SOURCE_API_URL_ENV,)}
     try:
@@ -62,7 +62,7 @@ def own_source_api(**config) -> Iterator[tuple[str, str]]:
 
 def assert_same_as_bare(warehouse: Path | str, bare) -> None:
     """The warehouse's fingerprint equals ``bare`` (a Fingerprint); the message shows the rows."""
-    from core.fingerprint import describe_diffs, diff, fingerprint
+    from lab.fingerprint import describe_diffs, diff, fingerprint
 
     mine = fingerprint(warehouse)
     differences = diff(bare, mine)
@@ -114,7 +114,7 @@ def quartet(
 ) -> subprocess.CompletedProcess:
     """``quartet ARGS`` as a user runs it (its own process), output captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "core.cli", *args],
+        [sys.executable, "-m", "lab.cli", *args],
         cwd=settings.REPO_ROOT,
         capture_output=True,
         text=True,

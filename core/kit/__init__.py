@@ -64,7 +64,7 @@ def policy() -> OrchestrationPolicy:
 
 def source_api_config(config: IngestionConfig | None = None):
     """How to start the local source API, from the ingestion config (scale, faults)."""
-    from core.source_api import SourceAPIConfig
+    from core.source_service import SourceAPIConfig
 
     config = config or load_config()
     return SourceAPIConfig(
@@ -75,7 +75,7 @@ def source_api_config(config: IngestionConfig | None = None):
 @contextlib.contextmanager
 def source_api(config: IngestionConfig | None = None) -> Iterator[tuple[str, str]]:
     """``(url, token)`` of the source API: SOURCE_API_URL when set, else one started from config."""
-    from core.source_api import running_source_api
+    from core.source_service import running_source_api
 
     with running_source_api(source_api_config(config)) as (url, token):
         yield url, token

@@ -196,7 +196,6 @@ def _dispatch(package: str, name: str, args: argparse.Namespace, request: RunReq
         deploy.up()
     elif args.verb == "down":
         deploy.down()
-        _say_what_stays_up(name)
     else:
         status = deploy.status()
         if args.json:
@@ -211,18 +210,6 @@ def _dispatch(package: str, name: str, args: argparse.Namespace, request: RunReq
                 )
         return 0 if status and all(s["ready"] for s in status.values()) else EXIT_FAILED
     return 0
-
-
-def _say_what_stays_up(name: str) -> None:
-    """``down`` stops what ``up`` started; the PostgreSQL server is shared (every deployed
-    topology, the PostgreSQL warehouses), so it stays, and ``down`` says so."""
-    from core import postgres
-
-    if postgres.status() is not None:
-        print(
-            f"[{name}] left running: the local PostgreSQL server (shared by the deployed "
-            "topologies and the PostgreSQL warehouses); `quartet postgres down` stops it"
-        )
 
 
 def _deploy_module(package: str, name: str):

@@ -1,18 +1,17 @@
 """The pipeline as software-defined assets: one dlt asset per source resource, one per dbt model.
 
 * ``raw/<table>``: ``@dlt_assets`` (dagster-dlt) declare one asset per API resource, one op each
-  so that each retries and shows on its own; the op runs core's ingestion (``core.pipeline.ingest``,
-  the same load as bare's). The translator keys them the way dagster-dbt keys the dbt sources
-  (``source('raw', 'flights')`` -> ``raw/flights``), which joins both into one lineage graph.
-* dbt models: ``@dbt_assets`` (dagster-dbt) over the prepared manifest, grouped by layer; dbt
-  tests are asset checks (source tests included) and ``dbt build`` skips what is downstream of
-  a failing one.
+  so that each retries and shows on its own. The translator keys them the way dagster-dbt keys
+  the dbt sources (``source('raw', 'flights')`` -> ``raw/flights``): one lineage graph.
+* dbt models: ``@dbt_assets`` (dagster-dbt) over the project's prepared manifest, grouped by
+  layer; dbt tests are asset checks (source tests included) and ``dbt build`` skips what is
+  downstream of a failing one.
 * Every op that writes claims the ``quartet_warehouse`` pool and core's writer lock on the
   configured warehouse: on DuckDB the pool's limit is 1 and the lock a file lock; on PostgreSQL
   the pool admits every ingestion unit at once and the lock is a no-op.
-* Only transient failures are retried (a dropped connection, a 5xx that outlived dlt's HTTP
-  retries, a busy warehouse); a refused token, a malformed record or a failing dbt test fail the
-  step at once (``Failure(allow_retries=False)``).
+* Failures follow core's one answer to "may a retry help?" (``policy.py``): a refused token, a
+  malformed record or a failing dbt test fail the step at once; a dropped connection or a busy
+  warehouse is retried after the policy's delays.
 """
 
 import sys
@@ -21,34 +20,37 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
-import requests
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
     DbtCliInvocation,
     DbtCliResource,
+    dbt_assets,
 )
-from dagster_dbt import dbt_assets as dbt_assets_decorator
 from dagster_dlt import DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
 
-from core import dbt as dbt_project
+from core import dbt as core_dbt
 from core import settings
+from core.failures import DbtBuildError
 from core.ingestion import window
-from core.pipeline import IngestionError, dlt_pipeline, ingest
+from core.pipeline import dlt_pipeline, ingest
 from core.source import flights_source
-from core.warehouse import WarehouseBusyError, writer_lock
+from core.warehouse import writer_lock
+from orchestrators.dagster import levers
+from orchestrators.dagster.partitions import MONTHLY, run_windows
+from orchestrators.dagster.policy import retried_as_policy_says
 from orchestrators.dagster.project import (
     CONFIG,
     DBT_FINISHED_AT,
+    DBT_PROJECT,
     DBT_STARTED_AT,
-    MONTHLY,
     NAME,
     PIPELINE,
+    POLICY,
     UNIT_TESTS_FAILED,
     UNIT_TESTS_PASSED,
     WAREHOUSE_POOL,
-    run_windows,
 )
 from orchestrators.dagster.resources import ApiClock, SourceAPI
 
@@ -71,18 +73,6 @@ class RawTables(DagsterDltTranslator):
         )
 
 
-def transient(exc: BaseException) -> bool:
-    """Whether a retry may help: a connection problem, a 5xx/429, a busy warehouse."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, WarehouseBusyError | requests.ConnectionError | requests.Timeout):
-            return True
-        if isinstance(seen, requests.HTTPError) and seen.response is not None:
-            return seen.response.status_code >= 500 or seen.response.status_code == 429
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 def _ingestion_assets(resource: str) -> dg.AssetsDefinition:
     @dlt_assets(
         dlt_source=flights_source(
@@ -101,10 +91,12 @@ def _ingestion_assets(resource: str) -> dg.AssetsDefinition:
     def _assets(
         context: dg.AssetExecutionContext, source_api: SourceAPI, api_clock: ApiClock
     ) -> Iterator[dg.MaterializeResult]:
+        # Departs from dagster-dlt's stock `yield from dlt.run(context=context, dlt_source=...)`:
+        # loads through core's `ingest`, bare's load (integration_patterns.py keeps the stock one).
         fetched = new = 0
         months = []
-        for run_window in run_windows(context, (resource,), api_clock.as_of):
-            try:
+        with retried_as_policy_says(context, POLICY):
+            for run_window in run_windows(context, (resource,), api_clock.as_of):
                 result = ingest(
                     NAME,
                     run_window,
@@ -113,13 +105,9 @@ def _ingestion_assets(resource: str) -> dg.AssetsDefinition:
                     config=CONFIG,
                     log=context.log.info,
                 )
-            except (IngestionError, WarehouseBusyError) as exc:
-                if transient(exc):
-                    raise
-                raise dg.Failure(description=str(exc), allow_retries=False) from exc
-            fetched += result.rows_fetched.get(resource, 0)
-            new += result.new_rows.get(resource, 0)
-            months.append(run_window.partition or "all")
+                fetched += result.rows_fetched.get(resource, 0)
+                new += result.new_rows.get(resource, 0)
+                months.append(run_window.partition or "all")
         (key,) = context.selected_asset_keys
         yield dg.MaterializeResult(
             asset_key=key,
@@ -152,8 +140,9 @@ DBT_TRANSLATOR = DbtLayers(
 )
 
 
-@dbt_assets_decorator(
-    manifest=dbt_project.prepare_manifest(),
+@dbt_assets(
+    manifest=core_dbt.prepare_manifest(),  # DBT_PROJECT.manifest_path, prepared by core
+    project=DBT_PROJECT,
     dagster_dbt_translator=DBT_TRANSLATOR,
     partitions_def=MONTHLY,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -163,25 +152,25 @@ def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterat
     # models and tests in DAG order: a failing test skips (blocks) what is downstream of it;
     # incremental models pick up whatever months the raw layer has gained since the last build
     target = PIPELINE.dbt_target_dir
-    dbt_project.seed_partial_parse(target)  # start from the prepared parse, not from scratch
+    levers.seed_dbt_parse(target)
     # the configured warehouse (a DuckDB file or a PostgreSQL URL), as dbt's profile targets it
-    with writer_lock(PIPELINE.location, purpose="dagster dbt build"):
-        # raise_on_error=False only to re-raise below with the failing tests named
-        # dagster-dbt echoes dbt's log to stdout (a step's compute log): colours only on a terminal
-        colours = "--use-colors" if sys.stdout.isatty() else "--no-use-colors"
-        invocation = dbt.cli(
-            ["build", colours], context=context, target_path=target, raise_on_error=False
-        )
-        yield from with_dbt_facts(invocation, context)
-    if not invocation.is_successful():
-        failures = dbt_project.failures_from_run_results(
-            invocation.get_artifact("run_results.json")
-        )
-        # a failing dbt test is a fact about the data, not a transient error: never retried
-        raise dg.Failure(
-            description=dbt_project.failure_report(failures, "see the dbt logs of this step"),
-            allow_retries=False,
-        )
+    with retried_as_policy_says(context, POLICY):
+        with writer_lock(PIPELINE.location, purpose="dagster dbt build"):
+            # raise_on_error=False only to re-raise below with the failing tests named;
+            # dagster-dbt echoes dbt's log to stdout (a step's compute log): colours on a tty
+            colours = "--use-colors" if sys.stdout.isatty() else "--no-use-colors"
+            invocation = dbt.cli(
+                ["build", colours], context=context, target_path=target, raise_on_error=False
+            )
+            yield from with_dbt_facts(invocation, context)
+        if not invocation.is_successful():
+            failures = core_dbt.failures_from_run_results(
+                invocation.get_artifact("run_results.json")
+            )
+            # a failing dbt test is a fact about the data: core says no retry helps
+            raise DbtBuildError(
+                core_dbt.failure_report(failures, "see the dbt logs of this step"), failures
+            )
 
 
 def with_dbt_facts(invocation: DbtCliInvocation, context: dg.AssetExecutionContext) -> Iterator:

@@ -1,8 +1,7 @@
 """Jobs, the monthly schedule, the source API sensor, and the failure alert.
 
-* ``full_pipeline``, ``dlt_ingestion``, ``dbt_transformation``: partitioned asset jobs whose
-  ops get a bounded ``RetryPolicy`` from the [orchestration] policy (errors no retry fixes raise
-  ``Failure(allow_retries=False)``).
+* ``full_pipeline``, ``dlt_ingestion``, ``dbt_transformation``: partitioned asset jobs (their
+  ops retry as the [orchestration] policy says, ``policy.py``).
 * ``monthly_full_pipeline``: a schedule built from the partitioned job on the policy's cron
   (each month's run loads the month that just ended).
 * ``source_api_as_of``: polls the API's clock and asks for a run of every month that has new data.
@@ -15,28 +14,21 @@ from collections.abc import Iterator
 import dagster as dg
 
 from core import alerts
-from core.ingestion import ConfigError
+from core.ingestion import months_between
 from orchestrators.dagster.assets import dbt_models
-from orchestrators.dagster.project import MONTHLY, NAME, POLICY
+from orchestrators.dagster.partitions import MONTHLY
+from orchestrators.dagster.policy import monthly_offset
+from orchestrators.dagster.project import NAME, POLICY
 from orchestrators.dagster.resources import SourceAPI
-
-#: bounded and exponential (Dagster doubles the delay each attempt), on top of dlt's HTTP retries
-INGESTION_RETRY = dg.RetryPolicy(
-    max_retries=POLICY.unit_retries,
-    delay=POLICY.retry_delay_seconds,
-    backoff=dg.Backoff.EXPONENTIAL,
-)
 
 full_pipeline = dg.define_asset_job(
     "full_pipeline",
     selection=dg.AssetSelection.all(),
-    op_retry_policy=INGESTION_RETRY,
     description="Ingest every resource of the source API, then dbt build (models and tests).",
 )
 dlt_ingestion = dg.define_asset_job(
     "dlt_ingestion",
     selection=dg.AssetSelection.groups("raw"),
-    op_retry_policy=INGESTION_RETRY,
     description="Load the raw layer from the source API (one op per dlt resource).",
 )
 dbt_transformation = dg.define_asset_job(
@@ -47,18 +39,10 @@ dbt_transformation = dg.define_asset_job(
 jobs = [full_pipeline, dlt_ingestion, dbt_transformation]
 
 
-def _monthly_offset(cron: str) -> dict[str, int]:
-    """The policy's cron as the minute/hour/day of month a monthly partitioned schedule takes."""
-    minute, hour, day, month, weekday = cron.split()
-    if month != "*" or weekday != "*" or not (minute + hour + day).isdigit():
-        raise ConfigError(f"[orchestration] schedule {cron!r}: Dagster's schedule is monthly")
-    return {"minute_of_hour": int(minute), "hour_of_day": int(hour), "day_of_month": int(day)}
-
-
 monthly_full_pipeline = dg.build_schedule_from_partitioned_job(
     full_pipeline,
     name="monthly_full_pipeline",
-    **_monthly_offset(POLICY.schedule),
+    **monthly_offset(POLICY),
     description="On the 1st of every month, run the full pipeline for the month that ended.",
 )
 
@@ -68,15 +52,15 @@ def as_of_config(as_of: str | None) -> dict:
     return {"resources": {"api_clock": {"config": {"as_of": as_of}}}} if as_of else {}
 
 
-def months_between(first: str, last: str) -> list[str]:
-    """Partition keys from the month of ``first`` to the month of ``last`` (ISO dates)."""
+def months_to_run(first: str, last: str) -> list[str]:
+    """The partitions from the month of ``first`` to the month of ``last`` (ISO dates)."""
     keys = MONTHLY.get_partition_keys()
-    return [key for key in keys if first[:7] <= key <= last[:7]] or keys[-1:]
+    return [m for m in months_between(first[:7], last[:7]) if m in keys] or keys[-1:]
 
 
 @dg.sensor(
     job=full_pipeline,
-    minimum_interval_seconds=max(1, round(POLICY.source_poll_seconds)),
+    minimum_interval_seconds=int(POLICY.source_poll_seconds),  # whole seconds (policy.py)
     description="Starts a run for every month the source API published new data in.",
 )
 def source_api_as_of(
@@ -91,7 +75,7 @@ def source_api_as_of(
     if as_of <= previous:
         yield dg.SkipReason(f"no new data: the source API is still as of {as_of}")
         return
-    for month in months_between(previous, as_of):  # the last month seen may have grown too
+    for month in months_to_run(previous, as_of):  # the last month seen may have grown too
         yield dg.RunRequest(
             run_key=f"{month}@{as_of}",
             partition_key=month,

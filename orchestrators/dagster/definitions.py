@@ -1,4 +1,7 @@
-"""The Dagster code location: ``dagster dev -m orchestrators.dagster.definitions``."""
+"""The Dagster code location: ``dagster dev -m orchestrators.dagster.definitions``.
+
+Loading it refuses an [orchestration] policy Dagster cannot follow (``policy.py``).
+"""
 
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ import dagster as dg
 from core import kit, settings
 from core.kit import NotDeployed, RunFailed, RunRequest, progress
 from core.net import free_port
+from orchestrators.dagster import levers
 from orchestrators.dagster.project import CONFIG, NAME, POLICY, WAREHOUSE_POOL, WAREHOUSE_POOL_LIMIT
 
 JOB = "full_pipeline"
@@ -43,14 +44,11 @@ SERVICE_ENV = (
     settings.SOURCE_API_URL_ENV,
     settings.SOURCE_API_TOKEN_ENV,
 )
-#: run monitoring's poll interval and the run queue's dequeue interval (seconds): how soon a dead
-#: run worker is noticed, how soon a submitted run is launched
-MONITOR_POLL_SECONDS = max(1, round(POLICY.follow_poll_seconds))
-#: Dagster's sessions commit without waiting for PostgreSQL's WAL flush: a run stores an event
-#: per step, asset partition and check (~600 for the full year), each its own commit. Every
-#: session still sees every commit at once; a crash of the server (not of a Dagster process)
-#: may lose the last fraction of a second of events, never corrupt them (ADR 0013).
-SESSION_OPTIONS = "-c%20synchronous_commit%3Doff"
+#: run monitoring's poll interval (seconds, whole: policy.py): how soon a dead run's pool slot
+#: comes back, how soon a run stuck STARTING is failed
+MONITOR_POLL_SECONDS = int(POLICY.follow_poll_seconds)
+#: a run whose worker was lost is retried from failure, up to unit_retries times: the unit it
+#: was running is what starts again (ADR 0013)
 RETRY_TAGS = {
     "dagster/max_retries": str(POLICY.unit_retries),
     "dagster/retry_strategy": "FROM_FAILURE",  # re-execute what failed or did not run
@@ -66,6 +64,14 @@ def home() -> Path:
 
 def instance_yaml() -> str:
     """The deployed instance: Postgres storage, queued runs, the warehouse pool, monitoring."""
+    dequeue = levers.dequeue_interval_seconds(POLICY.follow_poll_seconds)
+    coordinator_config = (
+        f"""
+  config:
+    dequeue_interval_seconds: {dequeue}  # levers.py: Dagster's default 5"""
+        if dequeue
+        else ""
+    )
     return f"""\
 # Written by `quartet up dagster` (orchestrators/dagster/deploy.py); generated state, gitignored.
 telemetry:
@@ -78,9 +84,7 @@ storage:
       env: {POSTGRES_URL_ENV}
 run_coordinator:
   module: dagster._core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    dequeue_interval_seconds: {MONITOR_POLL_SECONDS}  # Dagster's default 5: a queued run waits
+  class: QueuedRunCoordinator{coordinator_config}
 run_launcher:
   module: dagster._core.launcher
   class: DefaultRunLauncher
@@ -127,7 +131,7 @@ def _deployment(create: bool) -> dict:
         return json.loads(path.read_text())
     if not create:
         raise NotDeployed("dagster is not up: start it with `quartet up dagster`")
-    from core import postgres
+    from lab import postgres
 
     state = {
         "grpc_port": free_port(4266),
@@ -145,11 +149,14 @@ def _deployment(create: bool) -> dict:
 
 def sqlalchemy_url(url: str) -> str:
     """dagster-postgres hands the URL to SQLAlchemy: name the driver installed (psycopg2), and
-    give Dagster's sessions ``SESSION_OPTIONS``."""
+    give Dagster's sessions the options of ``levers.postgres_session_options``."""
     scheme, rest = url.split("://", 1)
     if scheme not in ("postgres", "postgresql"):
         return url
-    return f"postgresql+psycopg2://{rest}{'&' if '?' in rest else '?'}options={SESSION_OPTIONS}"
+    options = levers.postgres_session_options()
+    if not options:
+        return f"postgresql+psycopg2://{rest}"
+    return f"postgresql+psycopg2://{rest}{'&' if '?' in rest else '?'}options={options}"
 
 
 def service_env(state: dict) -> dict[str, str]:
@@ -190,7 +197,7 @@ def topology(state: dict) -> kit.Topology:
                 argv=[
                     sys.executable,
                     "-m",
-                    "core.source_api",
+                    "core.source_service",
                     *argv,
                 ],
                 log=logs / "source-api.log",
@@ -266,7 +273,7 @@ def up() -> None:
     state = _deployment(create=True)
     (home() / "dagster.yaml").write_text(instance_yaml())
     (home() / "workspace.yaml").write_text(workspace_yaml(state["grpc_port"]))
-    from core import postgres
+    from lab import postgres
 
     topology(state).up(POLICY.healthy_timeout_seconds)
     start_automation(state)

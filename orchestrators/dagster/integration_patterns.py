@@ -3,8 +3,9 @@
 Not part of the pipeline's code location: a study. Each loads the raw layer of its own warehouse
 (``warehouse/dagster_<pattern>.duckdb``, core's dlt pipeline for that name) from the same API,
 with the adapter's own resources; tests/orchestrators/dagster/test_integration_patterns.py proves
-the raw tables identical to bare's. The main path (assets.py) declares its assets the pattern 2
-way and loads through core's ``ingest``.
+the raw tables identical to bare's. Pattern 2 is dagster-dlt's stock pattern (``dlt.run(context=
+...)`` inside ``@dlt_assets``); the main path (assets.py) declares its assets that way but loads
+through core's ``ingest``.
 
 1. ``multi_asset_rest_api``: a ``@multi_asset`` that runs core's declarative rest_api source
    through an explicit ``dlt.pipeline``: Dagster sees assets, dlt stays a black box.

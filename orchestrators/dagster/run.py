@@ -8,7 +8,8 @@ run of that month, in the order given.
 The terminal gets a header, one line per unit (an ingestion resource, a dbt model with its
 tests: data tests as Dagster asset checks plus dbt unit tests) and a result line; Dagster's event
 log and whatever the run writes to stdout (dagster-dbt echoes dbt's own log there) go to
-``.quartet/dagster/logs/run.log``. Each run is created with the code location's remote origin,
+``.quartet/dagster/logs/run.log``. The dev-mode instance's ``dagster.yaml`` is written here
+(``dagster_home``). Each run is created with the code location's remote origin,
 as ``dagster dev`` names it, so the UI's Overview timeline (which leaves out runs without one)
 shows it beside the runs the UI launches. On a warehouse that admits parallel
 writers (PostgreSQL) the job's executor runs each step in a process of its own
@@ -24,7 +25,6 @@ import contextlib
 import logging
 import os
 import re
-import sqlite3
 import sys
 import threading
 import time
@@ -35,19 +35,19 @@ from pathlib import Path
 from typing import TextIO
 
 import dagster as dg
-import sqlalchemy
 
 from core import kit, settings
 from core.kit import RunFailed, RunRequest, progress
 from core.kit.service import process_start_time
+from orchestrators.dagster import levers
+from orchestrators.dagster.partitions import MONTHLY
 from orchestrators.dagster.project import (
-    MONTHLY,
     NAME,
     PARALLEL_WRITERS,
     UNIT_TESTS_FAILED,
     UNIT_TESTS_PASSED,
     WAREHOUSE_POOL,
-    use_dagster_home,
+    WAREHOUSE_POOL_LIMIT,
 )
 
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
@@ -60,6 +60,34 @@ QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 UNFINISHED = (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING)
 #: the code location as ``dagster dev -m`` loads it (ui.py); its name is the module's
 CODE_LOCATION_MODULE = "orchestrators.dagster.definitions"
+
+
+def dagster_home() -> Path:
+    """The dev-mode DAGSTER_HOME (SQLite storage) with its instance config for this warehouse.
+
+    The config is rewritten when the warehouse's engine changed since the last run: the pool's
+    limit follows it (Dagster moves a pool that uses the default limit to the new one).
+    """
+    home = kit.home(NAME)
+    config = home / "dagster.yaml"
+    why = "every ingestion unit at once" if PARALLEL_WRITERS else "one writer at a time on DuckDB"
+    text = (
+        "# Written by orchestrators/dagster/run.py (generated state, gitignored)\n"
+        "telemetry:\n  enabled: false\n"
+        "nux:\n  enabled: false  # no 'Join the Dagster community' dialog over the UI\n"
+        "concurrency:\n"
+        "  pools:\n"
+        f"    default_limit: {WAREHOUSE_POOL_LIMIT}  # {why}\n"
+    )
+    if not config.exists() or config.read_text() != text:
+        config.write_text(text)
+    return home
+
+
+def use_dagster_home() -> Path:
+    home = dagster_home()
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
 
 
 def partition_tags(partitions: Iterable[str] = ()) -> dict[str, str]:
@@ -228,7 +256,7 @@ def execute(
         PID_START_TAG: str(process_start_time(os.getpid())),
     }
     run_config = {**as_of_config(as_of), **QUIET_CONSOLE}
-    with sqlite_commits_without_fsync(home), dg.DagsterInstance.get() as instance:
+    with levers.sqlite_without_fsync(home), dg.DagsterInstance.get() as instance:
         release_dead_runs(instance, (lambda m: say(f"[{NAME}] {m}")) if say else (lambda _: None))
         listeners = [log_event]
         if say is not None:
@@ -238,6 +266,8 @@ def execute(
                 instance, job_name, run_config=run_config, tags=tags, listeners=listeners
             )
         else:
+            # Dagster's private execute_run: the public execute_job creates the run without the
+            # code location's origin, which the UI's timeline needs (ADR 0006). Harness only.
             from dagster._core.execution.api import execute_run
 
             # the job's in-process executor (definitions.py): every step in this process, so
@@ -318,49 +348,6 @@ def stdout_to(log: Path) -> Iterator[TextIO]:
         sys.stdout.flush()
         os.dup2(terminal.fileno(), 1)
         terminal.close()
-
-
-@contextlib.contextmanager
-def sqlite_commits_without_fsync(home: Path) -> Iterator[None]:
-    """While a dev-mode run writes its events: SQLite's WAL without an fsync per event.
-
-    Dagster's SQLite storage opens a connection per event (``NullPool``) in WAL mode with SQLite's
-    default ``synchronous=FULL``: every commit waits for an fsync, and every close of the last
-    connection checkpoints the WAL into the database (two more). A full-year run stores ~600
-    events (432 of them a planned and a done materialization per asset and month), each a commit
-    in the run's file and most another in the index: the disk's flushes were ~14 s of the run.
-    Here, for the instance's files only (under ``home``): ``synchronous=NORMAL``, the setting
-    SQLite documents for WAL (a killed process loses nothing; an OS crash or a power cut may lose
-    the last commits, never corrupt the file), and one idle connection kept on each file so that
-    Dagster's closes no longer checkpoint (SQLite still checkpoints every 1,000 pages, and once at
-    the end when the last connection closes).
-    """
-    prefixes = (str(home), str(home.resolve()))
-    kept: dict[str, sqlite3.Connection] = {}
-    lock = threading.Lock()
-
-    def on_connect(dbapi_connection, _record) -> None:
-        if not isinstance(dbapi_connection, sqlite3.Connection):
-            return
-        path = dbapi_connection.execute("PRAGMA database_list").fetchone()[2]
-        if not path.startswith(prefixes):
-            return
-        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
-        with lock:
-            mode = dbapi_connection.execute("PRAGMA journal_mode").fetchone()[0]
-            if path not in kept and mode == "wal":  # a new file becomes WAL after its creation
-                keeper = sqlite3.connect(path, check_same_thread=False)
-                keeper.execute("SELECT count(*) FROM sqlite_master").fetchone()  # joins the WAL
-                kept[path] = keeper
-
-    sqlalchemy.event.listen(sqlalchemy.Engine, "connect", on_connect)
-    try:
-        yield
-    finally:
-        sqlalchemy.event.remove(sqlalchemy.Engine, "connect", on_connect)
-        with lock:
-            for keeper in kept.values():
-                keeper.close()
 
 
 def execute_in_step_processes(
@@ -456,10 +443,8 @@ def run(request: RunRequest) -> None:
     """``quartet run dagster [--as-of D] [--partition M ...]``: raises RunFailed on a failure."""
     say = lambda message: progress.say(NAME, message)  # noqa: E731
     log = progress.orchestrator_log(NAME, CHATTY_LOGGERS)
-    # the code location's import (Dagster, dagster-dbt with dbt, dlt: ~3 s) overlaps the source
-    # API's start-up instead of following it; ``execute`` waits for it through the import lock
-    threading.Thread(target=_import_definitions, name="import-definitions", daemon=True).start()
-    warehouse = _shown(settings.for_pipeline(NAME).location)
+    levers.import_definitions_early(_import_definitions)
+    warehouse = _shown(settings.for_pipeline(NAME, export=False).location)
     with kit.source_api() as (url, token):
         os.environ[settings.SOURCE_API_URL_ENV] = url
         os.environ[settings.SOURCE_API_TOKEN_ENV] = token
@@ -492,6 +477,6 @@ def _import_definitions() -> None:
 
 def _shown(location) -> str:
     """The warehouse as a person may see it: the file, or the URL with its password masked."""
-    from core.postgres import mask
+    from lab.postgres import mask
 
     return mask(location) if isinstance(location, str) else str(location)

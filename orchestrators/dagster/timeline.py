@@ -1,4 +1,4 @@
-"""The last dev-mode run's units as Dagster's event log recorded them (``core/timeline.py``).
+"""The last dev-mode run's units as Dagster's event log recorded them (``lab/timeline.py``).
 
 ``python -m orchestrators.dagster.timeline --home H`` opens the dev-mode instance of the
 QUARTET_HOME ``H`` (``.quartet/dagster/home``, SQLite storage that outlives the run) and prints
@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import sys
 
-from core.timeline import reader_home
+from lab.timeline import reader_home
 
 BARS = {
     "ingest": "the step ingest_<resource>: Dagster's STEP_START to STEP_SUCCESS events",
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import dagster as dg
 
-    from orchestrators.dagster.project import use_dagster_home
+    from orchestrators.dagster.run import use_dagster_home
 
     use_dagster_home()
     with dg.DagsterInstance.get() as instance:

@@ -19,7 +19,7 @@ import dagster as dg
 from core import kit, settings
 from core.kit import UiRequest, progress
 from core.net import free_port
-from orchestrators.dagster.project import NAME, use_dagster_home
+from orchestrators.dagster.project import NAME
 
 DEFAULT_PORT = 3000
 FIRST_RUN_AS_OF = "2013-01-31"
@@ -69,7 +69,7 @@ def deep_links(url: str, instance: dg.DagsterInstance) -> list[str]:
 
 
 def serve(request: UiRequest) -> None:
-    from orchestrators.dagster.run import CHATTY_LOGGERS, execute, stdout_to
+    from orchestrators.dagster.run import CHATTY_LOGGERS, execute, stdout_to, use_dagster_home
 
     home = use_dagster_home()
     port = free_port(request.port or DEFAULT_PORT)

@@ -159,7 +159,7 @@ class PipelineActivities:
     @activity.defn
     def source_status(self) -> SourceStatus:
         """The source API's clock and watermark (what the watcher workflow polls)."""
-        from core.source_api import api_status
+        from core.source_service import api_status
 
         with failures_mapped():
             status = api_status(self._api_url, self._api_token)

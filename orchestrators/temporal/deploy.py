@@ -124,7 +124,7 @@ def topology(*, choose: bool = False) -> kit.Topology:
         services.append(
             kit.Service(
                 name="source-api",
-                argv=[sys.executable, "-m", "core.source_api", *argv],
+                argv=[sys.executable, "-m", "source_api", *argv],
                 log=logs / "source-api.log",
                 ready=f"{api_url}/",
                 env={settings.SOURCE_API_TOKEN_ENV: token},

@@ -1,4 +1,4 @@
-"""The last dev-mode run's units as Temporal's workflow history recorded them (``core/timeline.py``).
+"""The last dev-mode run's units as Temporal's workflow history recorded them (``lab/timeline.py``).
 
 A dev-mode run starts a dev server on the home's SQLite file (``.quartet/temporal/temporal.db``)
 and stops it at the end; the history stays in the file. ``python -m
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from core.timeline import reader_home
+from lab.timeline import reader_home
 
 #: the activities that are units: which field of their input names the unit, and its kind
 UNITS = {"ingest_resource": ("resource", "ingest"), "build_model": ("model", "dbt")}

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from core import settings
-from core.fingerprint import diff, fingerprint
 from core.source import RECORD_FORMAT_ENV, MalformedRecordError, arrow_schema, parse_page
+from lab.fingerprint import diff, fingerprint
 from tests.conftest import bare_run
 
 FIRST_DAYS = "2013-01-03"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 
-from core import bench_overhead
+from lab import bench_overhead
 
 
 def _result(dev: float, dev_bare: float, deployed: float | None, deployed_bare: float) -> dict:

@@ -59,7 +59,7 @@ def test_the_clock_spans_the_range_and_its_replicated_years():
 
 def test_a_file_that_is_not_duckdb_gets_one_message():
     result = subprocess.run(
-        [sys.executable, "-m", "core.cli", "fingerprint", "README.md"],
+        [sys.executable, "-m", "lab.cli", "fingerprint", "README.md"],
         capture_output=True,
         text=True,
         cwd=settings.REPO_ROOT,
@@ -93,7 +93,7 @@ def test_bad_config_file_is_named(tmp_path):
 
 def test_a_missing_orchestrator_environment_is_named_with_its_fix(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "core.cli", "run", "dagster"],
+        [sys.executable, "-m", "lab.cli", "run", "dagster"],
         capture_output=True,
         text=True,
         cwd=settings.REPO_ROOT,
@@ -140,7 +140,7 @@ def test_compare_names_the_table_and_row_that_differ(bare_january, quartet_home)
         )
         con.close()
         result = subprocess.run(
-            [sys.executable, "-m", "core.cli", "compare"],
+            [sys.executable, "-m", "lab.cli", "compare"],
             capture_output=True,
             text=True,
             cwd=settings.REPO_ROOT,
@@ -151,7 +151,7 @@ def test_compare_names_the_table_and_row_that_differ(bare_january, quartet_home)
         assert "NOT identical" in result.stdout
         report = json.loads(
             subprocess.run(
-                [sys.executable, "-m", "core.cli", "compare", "--json"],
+                [sys.executable, "-m", "lab.cli", "compare", "--json"],
                 capture_output=True, text=True, cwd=settings.REPO_ROOT,
             ).stdout
         )  # fmt: skip

@@ -1,4 +1,5 @@
-"""Project rules that keep Quartet honest: core/ is orchestrator-agnostic, generated state is ignored."""
+"""Project rules that keep Quartet honest: imports point down (orchestrators -> lab -> core;
+source_api stands alone), generated state is ignored, names live in one place."""
 
 from __future__ import annotations
 
@@ -31,6 +32,31 @@ def test_core_imports_no_orchestrator():
         bad = imported_modules(ast.parse(path.read_text())) & ORCHESTRATOR_MODULES
         if bad:
             offenders[str(path.relative_to(settings.REPO_ROOT))] = sorted(bad)
+    assert offenders == {}
+
+
+def _imports_of(room: str) -> dict[str, set[str]]:
+    return {
+        str(path.relative_to(settings.REPO_ROOT)): imported_modules(ast.parse(path.read_text()))
+        for path in sorted((settings.REPO_ROOT / room).rglob("*.py"))
+    }
+
+
+#: what each room of the house may not import (the rest of the repo, or nothing of it)
+FORBIDDEN = {
+    "core": {"lab", "source_api", "orchestrators", "tests"},
+    "lab": {"orchestrators", "tests"},
+    "source_api": {"core", "lab", "orchestrators", "tests"},
+}
+
+
+@pytest.mark.parametrize("room", sorted(FORBIDDEN))
+def test_imports_point_down(room):
+    offenders = {
+        path: sorted(names & FORBIDDEN[room])
+        for path, names in _imports_of(room).items()
+        if names & FORBIDDEN[room]
+    }
     assert offenders == {}
 
 

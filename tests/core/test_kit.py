@@ -301,8 +301,8 @@ def test_a_stop_signal_waits_for_the_child_to_stop_its_services(first, tmp_path)
 def test_bench_deployed_times_the_first_unit_from_the_followers_own_lines():
     """`quartet bench deployed` reads when the first unit started from the progress line the
     follower prints as the unit ends: the line's time minus the unit's own seconds."""
-    from core.bench_deployed import first_unit_latency
     from core.kit import progress
+    from lab.bench_deployed import first_unit_latency
 
     lines = [
         (101.0, "[temporal] submitted workflow quartet-full"),

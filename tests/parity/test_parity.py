@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from core import lineage, settings
-from core.fingerprint import describe_diffs, diff, fingerprint
+from lab.fingerprint import describe_diffs, diff, fingerprint
 from tests.helpers import quartet
 
 ORCHESTRATORS = settings.ORCHESTRATORS

@@ -14,15 +14,15 @@ import sys
 
 import pytest
 
-from core import postgres, settings
-from core.fingerprint import describe_diffs, diff, fingerprint
+from lab import postgres, settings
+from lab.fingerprint import describe_diffs, diff, fingerprint
 
 YEAR_END = "2013-12-31"
 
 
 def quartet(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [sys.executable, "-m", "core.cli", *args],
+        [sys.executable, "-m", "lab.cli", *args],
         capture_output=True,
         text=True,
         cwd=settings.REPO_ROOT,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 
-from core import reliability, settings
+from lab import reliability, settings
 from tests.helpers import own_source_api
 
 

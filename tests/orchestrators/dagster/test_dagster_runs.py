@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 
 from core import settings
-from core.fingerprint import diff, fingerprint
+from lab.fingerprint import diff, fingerprint
 from tests.helpers import (
     JANUARY,
     assert_same_as_bare,
@@ -62,7 +62,7 @@ def test_january_on_postgres_equals_bare_with_the_ingestion_units_at_once(
     """`quartet run dagster --warehouse <PostgreSQL>`: the warehouse pool admits every ingestion
     unit and the multiprocess executor runs them at once; January equals bare's DuckDB January
     and a rerun changes nothing. (January on DuckDB is the parity tier's.)"""
-    from core import postgres
+    from lab import postgres
 
     url = postgres.database_url("pgtest_dagster")
     env = {"SOURCE_API_URL": source_api.url, "SOURCE_API_TOKEN": source_api.token}
@@ -159,10 +159,10 @@ def test_quartet_run_with_a_partition_loads_that_month_and_prints_a_line_per_uni
     assert not dbt_log.search(done.stdout) and dbt_log.search(logged) and "\x1b[" not in logged
     # the dev-mode instance (what `quartet ui dagster` shows) holds the run, every asset
     # materialized for the month; its SQLite files, written without an fsync per event
-    # (run.sqlite_commits_without_fsync), are whole and checkpointed once the run is over
+    # (levers.sqlite_without_fsync), are whole and checkpointed once the run is over
     run_id = re.search(r"run (\S+) \(partition 2013-02\) succeeded", done.stdout).group(1)
-    _, defs, project = dagster_project
-    with dg.DagsterInstance.from_config(str(project.dagster_home())) as instance:
+    run, defs, _ = dagster_project
+    with dg.DagsterInstance.from_config(str(run.dagster_home())) as instance:
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS
         records = instance.get_records_for_run(
             run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
@@ -172,7 +172,7 @@ def test_quartet_run_with_a_partition_loads_that_month_and_prints_a_line_per_uni
         }
     keys = defs.resolve_asset_graph().get_all_asset_keys()
     assert materialized == {(key, "2013-02") for key in keys}
-    for db in (project.dagster_home() / "history").rglob("*.db"):
+    for db in (run.dagster_home() / "history").rglob("*.db"):
         with contextlib.closing(sqlite3.connect(db)) as connection:
             assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",), db
         assert not db.with_name(f"{db.name}-wal").exists(), db

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import sys
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.definitions.dependency import NodeHandle
+import pytest
 
 from core import settings
+from core.failures import ConfigError
 from core.ingestion import load_config
 from core.lineage import canonical
+from tests.failure_cases import CASES
 
 
 def test_definitions_load_with_the_pipeline_jobs_schedule_and_sensors(dagster_project):
@@ -39,32 +42,93 @@ def test_lineage_equals_the_canonical_graph(dagster_project):
 
 
 def test_partitions_are_the_months_of_2013_and_every_writer_is_in_one_pool(dagster_project):
-    _, defs, project = dagster_project
-    assert project.MONTHLY.get_partition_keys() == load_config().partitions()
+    from orchestrators.dagster.partitions import MONTHLY
+
+    run, defs, project = dagster_project
+    assert MONTHLY.get_partition_keys() == load_config().partitions()
     graph = defs.resolve_asset_graph()
     writers = {graph.get(key).assets_def for key in graph.get_all_asset_keys()}
     assert len(writers) == 1 + len(load_config().resources)  # one op per resource + dbt
     for assets_def in writers:
-        assert assets_def.partitions_def == project.MONTHLY
+        assert assets_def.partitions_def == MONTHLY
         assert assets_def.node_def.pool == project.WAREHOUSE_POOL
     # the instance allows one op of that pool at a time
-    config = (project.dagster_home() / "dagster.yaml").read_text()
+    config = (run.dagster_home() / "dagster.yaml").read_text()
     assert f"default_limit: {project.WAREHOUSE_POOL_LIMIT}" in config
 
 
-def test_ingestion_retries_as_the_policy_says(dagster_project):
-    from orchestrators.dagster.automation import INGESTION_RETRY
+@pytest.mark.parametrize(("case", "make", "retry"), CASES, ids=[c[0] for c in CASES])
+def test_each_failure_is_retried_as_core_says(case, make, retry):
+    """The op's real mapping: ``Failure(allow_retries=False)`` exactly when no retry helps."""
+    from orchestrators.dagster.policy import retry_or_fail
 
-    _, defs, _ = dagster_project
+    answer = retry_or_fail(make(), 0, load_config().orchestration)
+    if retry:
+        assert isinstance(answer, dg.RetryRequested), case
+    else:
+        assert isinstance(answer, dg.Failure) and not answer.allow_retries, case
+
+
+def test_an_op_waits_what_the_policy_says_and_fails_with_its_error_once_retries_are_spent():
+    from orchestrators.dagster.policy import retry_or_fail
+
+    policy = dataclasses.replace(
+        load_config().orchestration,
+        unit_retries=3,
+        retry_delay_seconds=2,
+        retry_backoff=3.0,
+        max_retry_delay_seconds=10,
+    )
+    busy = TimeoutError("warehouse busy")
+    answers = [retry_or_fail(busy, attempt, policy) for attempt in range(4)]
+    assert [a.seconds_to_wait for a in answers[:3]] == [2, 6, 10]  # backoff 3, capped at 10
+    assert {a.max_retries for a in answers[:3]} == {3}
+    assert answers[3] is busy  # retries spent: the step fails with the error itself
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("schedule", "0 6 * * 1"),
+        ("source_poll_seconds", 0.5),
+        ("follow_poll_seconds", 1.5),
+        ("healthy_timeout_seconds", 0.5),
+    ],
+)
+def test_a_policy_dagster_cannot_follow_is_refused_by_name(field, value):
+    from orchestrators.dagster.policy import honoured
+
     policy = load_config().orchestration
-    job = defs.resolve_job_def("full_pipeline")
-    policies = {
-        node.name: job.get_retry_policy_for_handle(NodeHandle(node.name, None))
-        for node in job.graph.nodes
-    }
-    assert policies["ingest_flights"] == INGESTION_RETRY
-    assert INGESTION_RETRY.max_retries == policy.unit_retries
-    assert INGESTION_RETRY.delay == policy.retry_delay_seconds
+    assert honoured(policy) == policy
+    with pytest.raises(ConfigError, match=rf"^dagster cannot honour \[orchestration\] {field} = "):
+        honoured(dataclasses.replace(policy, **{field: value}))
+
+
+def test_quartet_run_exits_2_naming_a_refused_field(quartet_home, tmp_path):
+    """Loading the definitions refuses the policy: one message, exit 2, before any run."""
+    import os
+    import subprocess
+
+    toml = settings.INGESTION_CONFIG.read_text().replace(
+        'schedule = "0 0 1 * *"', 'schedule = "0 6 * * 1"'
+    )
+    assert 'schedule = "0 6 * * 1"' in toml
+    config = tmp_path / "ingestion.toml"
+    config.write_text(toml)
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrators.dagster", "run", "--as-of", "2013-01-31"],
+        env={**os.environ, "QUARTET_INGESTION_CONFIG": str(config)},
+        cwd=settings.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "quartet run dagster: dagster cannot honour [orchestration] schedule = '0 6 * * 1': "
+        "the schedule is built from the monthly partitioned job, so it runs once a month at a "
+        "fixed minute, hour and day (e.g. '0 0 1 * *')"
+    ]
 
 
 def test_the_source_api_token_is_an_env_var_reference(dagster_project):
@@ -82,38 +146,16 @@ def test_the_monthly_schedule_runs_the_month_that_ended(dagster_project):
     assert [request.partition_key for request in requests] == ["2013-02"]
 
 
-def test_only_transient_ingestion_errors_are_retried():
-    import requests
-
-    from core.pipeline import IngestionError
-    from orchestrators.dagster.assets import transient
-
-    def failed(status: int) -> IngestionError:
-        response = requests.Response()
-        response.status_code = status
-        try:
-            raise requests.HTTPError(response=response)
-        except requests.HTTPError as cause:
-            try:
-                raise IngestionError("ingesting flights failed") from cause
-            except IngestionError as exc:
-                return exc
-
-    assert transient(failed(503)) and transient(failed(429))
-    assert not transient(failed(401))  # a refused token: no retry fixes it
-    assert not transient(IngestionError("malformed record"))
-
-
 def test_a_partition_run_covers_its_months_only(dagster_project):
     """``--partition 2013-02`` loads February alone; a range its months; no partition, one load."""
+    from orchestrators.dagster.partitions import MONTHLY, run_windows
     from orchestrators.dagster.run import partition_tags
 
-    _, _, project = dagster_project
     windows = []
 
-    @dg.asset(partitions_def=project.MONTHLY)
+    @dg.asset(partitions_def=MONTHLY)
     def probe(context) -> None:
-        windows.append([w.partition for w in project.run_windows(context, ("flights",), None)])
+        windows.append([w.partition for w in run_windows(context, ("flights",), None)])
 
     for months in (["2013-02"], ["2013-02", "2013-04"], []):
         assert dg.materialize([probe], tags=partition_tags(months)).success
@@ -121,7 +163,7 @@ def test_a_partition_run_covers_its_months_only(dagster_project):
 
 
 def test_the_sensor_asks_for_the_months_the_api_published_data_in(dagster_project):
-    from core.source_api import set_clock
+    from core.source_service import set_clock
     from orchestrators.dagster.automation import source_api_as_of
     from orchestrators.dagster.resources import SourceAPI
     from tests.helpers import own_source_api
@@ -148,13 +190,42 @@ def test_the_sensor_asks_for_the_months_the_api_published_data_in(dagster_projec
 
 
 def test_the_dbt_resource_runs_this_environments_dbt_and_knows_its_version(dagster_project):
-    """dagster-dbt is not left to ask the executable (``dbt --version``: a dbt start-up, and a
-    look-up of dbt's latest release on the network) before every build."""
+    """With the levers on, dagster-dbt is not left to ask the executable (``dbt --version``: a
+    dbt start-up, and a look-up of dbt's latest release on the network) before every build."""
     from importlib.metadata import version
 
     from packaging.version import Version
 
-    _, defs, _ = dagster_project
+    from orchestrators.dagster import levers
+
+    _, defs, project = dagster_project
     dbt = defs.resources["dbt"]
     assert Path(dbt.dbt_executable) == Path(sys.executable).parent / "dbt"
-    assert dbt._cli_version == Version(version("dbt-core"))
+    assert Path(dbt.project_dir) == project.DBT_PROJECT.project_dir == settings.TRANSFORM_DIR
+    if levers.on():
+        assert isinstance(dbt, levers.KnownVersionDbt)
+        # the private name the lever overrides still exists and answers the installed dbt-core
+        assert dbt._cli_version == Version(version("dbt-core"))
+
+
+def test_quartet_stock_turns_every_lever_off(monkeypatch, tmp_path):
+    """QUARTET_STOCK=1 leaves Dagster's stock idiom: stock resources, Dagster's own defaults."""
+    from dagster_dbt import DbtCliResource
+
+    from orchestrators.dagster import deploy, levers
+
+    monkeypatch.setenv(settings.STOCK_ENV, "1")
+    assert not levers.on()
+    assert levers.dbt_resource_type() is DbtCliResource
+    assert levers.dequeue_interval_seconds(1) is None
+    assert "dequeue_interval_seconds" not in deploy.instance_yaml()
+    assert deploy.sqlalchemy_url("postgresql://u@h/d") == "postgresql+psycopg2://u@h/d"
+    seeded = tmp_path / "target"
+    levers.seed_dbt_parse(seeded)
+    assert not seeded.exists()
+    calls = []
+    levers.import_definitions_early(lambda: calls.append("imported"))
+    assert calls == []
+    monkeypatch.setenv(settings.STOCK_ENV, "0")
+    assert levers.dbt_resource_type() is levers.KnownVersionDbt
+    assert "dequeue_interval_seconds: 1" in deploy.instance_yaml()

@@ -12,9 +12,11 @@ from core import settings
 DOCKER = settings.REPO_ROOT / "docker" / "dagster"
 
 
-def test_compose_runs_the_services_and_settings_of_quartet_up(quartet_home):
+def test_compose_runs_the_services_and_settings_of_quartet_up(quartet_home, monkeypatch):
     from orchestrators.dagster import deploy
 
+    # docker/dagster/ is the tuned deployment: compared with `quartet up`'s, levers on
+    monkeypatch.delenv(settings.STOCK_ENV, raising=False)
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]
     state = {
         "grpc_port": 4000,

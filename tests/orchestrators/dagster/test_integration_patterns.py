@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core import settings
-from core.fingerprint import describe_diffs, diff, fingerprint
+from lab.fingerprint import describe_diffs, diff, fingerprint
 
 JANUARY = "2013-01-31"
 

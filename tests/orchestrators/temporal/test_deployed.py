@@ -32,8 +32,8 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from core import lineage, settings
-from core.fingerprint import diff, fingerprint
-from core.source_api import set_clock
+from core.source_service import set_clock
+from lab.fingerprint import diff, fingerprint
 from orchestrators.temporal import deploy
 from orchestrators.temporal.run import connect
 from orchestrators.temporal.starter import (

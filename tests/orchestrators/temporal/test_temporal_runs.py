@@ -19,8 +19,8 @@ from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 
 from core import kit, postgres, settings
-from core.fingerprint import diff, fingerprint
-from core.source_api import SourceAPIConfig, api_status, running_source_api, set_clock
+from core.source_service import SourceAPIConfig, api_status, running_source_api, set_clock
+from lab.fingerprint import diff, fingerprint
 from orchestrators.temporal import TASK_QUEUE
 from orchestrators.temporal.run import connect
 from orchestrators.temporal.starter import (

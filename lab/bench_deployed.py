@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from core import settings
-from core.bench import command, load_average, measure, reset, tree, tree_rss_kb, write_result
+from lab.bench import command, load_average, measure, reset, tree, tree_rss_kb, write_result
 
 IDLE_SETTLE_SECONDS = 15
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -55,7 +55,7 @@ def _trees_cpu(roots: list[int]) -> float:
 
 def _quartet(*args: str, env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(settings.venv_python("base")), "-m", "core.cli", *args],
+        [str(settings.venv_python("base")), "-m", "lab.cli", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -130,8 +130,8 @@ def _median(runs: list[dict], key: str) -> float | None:
 def services_env() -> Iterator[dict[str, str]]:
     """The environment every measured run gets: one source API and one PostgreSQL server (the
     deployed services' metadata), started here for the whole bench and stopped at its end."""
-    from core import postgres
-    from core.source_api import SourceAPIConfig, running_source_api
+    from core.source_service import SourceAPIConfig, running_source_api
+    from lab import postgres
 
     server = postgres.start(prefer_container=True)
     try:

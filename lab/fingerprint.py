@@ -229,7 +229,7 @@ class _Postgres(_Engine):
     def __init__(self, url: str) -> None:
         import psycopg2
 
-        from core.postgres import mask
+        from lab.postgres import mask
 
         try:
             self.con = psycopg2.connect(url, connect_timeout=10, options="-c TimeZone=UTC")
@@ -291,7 +291,7 @@ def _open(location: Path | str) -> _Engine:
 
 def _shown(location: Path | str) -> str:
     if _is_url(location):
-        from core.postgres import mask
+        from lab.postgres import mask
 
         return mask(location)
     return str(location)

@@ -2,7 +2,7 @@
 
 Warehouses are every ``warehouse/*.duckdb``, the PostgreSQL warehouses given as ``NAME=URL``
 (``quartet compare --warehouse bare@pg=postgresql://...``), and the ``warehouse_<name>``
-databases of the provider's server (core/postgres.py) when it runs, shown as ``<name>@pg``.
+databases of the provider's server (lab/postgres.py) when it runs, shown as ``<name>@pg``.
 Fingerprints compare content across engines (ADR 0011), so DuckDB and PostgreSQL sit side by side.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import settings
-from core.fingerprint import Fingerprint, TableDiff, describe_diffs, diff, fingerprint
+from lab.fingerprint import Fingerprint, TableDiff, describe_diffs, diff, fingerprint
 
 OK, BAD, MISSING = "✓", "✗", "-"
 
@@ -90,7 +90,7 @@ def provider_warehouses() -> dict[str, str]:
     it runs (nothing is started for this)."""
     import os
 
-    from core import postgres
+    from lab import postgres
 
     admin = os.environ.get(postgres.URL_ENV)
     if not admin:

@@ -31,8 +31,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from core.source_api.data import RESOURCES, Table, load
-from core.source_api.faults import FaultPlan
+from source_api.data import RESOURCES, Table, load
+from source_api.faults import FaultPlan
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 50_000

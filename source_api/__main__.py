@@ -1,4 +1,4 @@
-"""``python -m core.source_api``: run the source API alone (``quartet source-api`` calls this)."""
+"""``python -m source_api``: run the source API alone (``quartet source-api`` calls this)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import signal
 import sys
 import time
 
-from core import settings
-from core.source_api.faults import FaultPlan
-from core.source_api.server import SourceAPI, make_server
+from source_api.faults import FaultPlan
+from source_api.server import SourceAPI, make_server
+
+#: where the API reads the bearer token it accepts
+TOKEN_ENV = "SOURCE_API_TOKEN"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -28,7 +30,10 @@ def parser() -> argparse.ArgumentParser:
         help="<resource>:<wrong_type|missing_key|bad_value>:<YYYY-MM-DD> (tests)",
     )
     p.add_argument(
-        "--token", default=None, help=f"bearer token (default: ${settings.SOURCE_API_TOKEN_ENV})"
+        "--token",
+        default=None,
+        help=f"bearer token (default: ${TOKEN_ENV}; a command line is readable by every local "
+        "user, the environment is not)",
     )
     p.add_argument("--access-log", action="store_true")
     return p
@@ -36,7 +41,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    token = args.token or os.environ.get(settings.SOURCE_API_TOKEN_ENV) or settings.DEV_API_TOKEN
+    token = args.token or os.environ.get(TOKEN_ENV)
+    if not token:
+        print(f"source-api: no token: set {TOKEN_ENV} (or --token)", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     try:
         api = SourceAPI(

@@ -164,7 +164,7 @@ def run_reference() -> tuple[float, dict[str, int]]:
     import duckdb
 
     from core import dbt, lineage
-    from core.source_api.data import records_sql
+    from source_api.data import records_sql
 
     path = settings.state_dir() / "bench" / "reference.duckdb"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -222,8 +222,8 @@ def bench_source_api(repeat: int, page_size: int | None = None) -> int:
 
     from core.ingestion import load_config
     from core.source import parse_page
-    from core.source_api import start_process
-    from core.source_api.data import published_store, store_path
+    from core.source_service import start_process
+    from source_api.data import published_store, store_path
 
     page_size = page_size or load_config().page_size
     fresh = not store_path(1).exists()
@@ -347,7 +347,7 @@ def bench_reference(out_dir: Path, repeat: int) -> int:
 
 def bench_scaling(out_dir: Path, scales: tuple[int, ...], repeat: int) -> int:
     """``QUARTET_SCALE=N quartet run bare`` per scale, the run's own API counted."""
-    from core.source_api.data import published_store, store_path
+    from source_api.data import published_store, store_path
 
     env = {k: v for k, v in os.environ.items() if k not in (settings.SOURCE_API_URL_ENV,)}
     results: list[Measurement] = []
@@ -423,11 +423,11 @@ def main(
             return 0
         names = only or list(settings.ORCHESTRATORS)
         if name == "deployed":
-            from core.bench_deployed import bench_deployed
+            from lab.bench_deployed import bench_deployed
 
             return bench_deployed(names, out_dir, repeat=repeat, as_of=as_of)
         if name == "all":
-            from core.bench_overhead import bench_overhead
+            from lab.bench_overhead import bench_overhead
 
             return bench_overhead(names, out_dir, repeat=repeat, as_of=as_of)
         return bench_pipelines(name, out_dir, repeat=repeat, scale=scale, as_of=as_of)
@@ -486,7 +486,7 @@ def alternate(
 
 
 def bench_pipelines(name: str, out_dir: Path, *, repeat: int, scale: int, as_of: str | None) -> int:
-    from core.source_api import SourceAPIConfig, running_source_api
+    from core.source_service import SourceAPIConfig, running_source_api
 
     variants = _variants()
     names = ["bare", *variants] if name == "bare" else ["bare", name]
@@ -646,7 +646,7 @@ def render_charts(out_dir: Path, img_dir: Path | None = None) -> list[Path]:
     # 4. the overhead comparison: dev and deployed beside bare (`quartet bench all`)
     overhead = _latest(out_dir, "overhead")
     if overhead and overhead["orchestrators"]:
-        from core.bench_overhead import chart
+        from lab.bench_overhead import chart
 
         written.append(chart(plt, overhead, img_dir / "bench-overhead.png"))
     for path in written:

@@ -315,7 +315,7 @@ def render(runs: dict[str, dict], img_dir: Path, doc: Path | None) -> list[Path]
 
 def write_section(doc: Path, runs: dict[str, dict]) -> None:
     """Replace (or add) the Timelines section's generated part."""
-    from core.docs import write_generated
+    from lab.docs import write_generated
 
     stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(runs["bare"]["wall"]["start"]))
     generated = "\n".join(
@@ -395,7 +395,7 @@ def main(
 
 
 def cli(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m core.timeline", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m lab.timeline", description=__doc__)
     # (no choices=: argparse checks an empty nargs="*" against them; main() names a wrong one)
     p.add_argument(
         "names", nargs="*", metavar="{" + ",".join(["all", *settings.PIPELINE_NAMES]) + "}"

@@ -49,7 +49,7 @@ def _run_flags(args: argparse.Namespace) -> list[str]:
 def _use_warehouse(args: argparse.Namespace) -> int:
     """``--warehouse postgresql://...`` (or ``postgres``: the provider's warehouse_<name> database)
     becomes QUARTET_WAREHOUSE_URL for this run; 0 when fine."""
-    from core import postgres
+    from lab import postgres
 
     if getattr(args, "deployed", False):
         # Deployed services read their settings when `quartet up` starts them, not per run.
@@ -79,26 +79,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if getattr(args, "warehouse", None) and (code := _use_warehouse(args)):
         return code
     if args.name == "bare":
-        from core import failures, pipeline
-        from core.failures import ConfigError
-        from core.kit import validate
-
         if args.deployed:
             print(
                 "quartet run bare: bare has no deployed mode (it is the plain run)", file=sys.stderr
             )
             return EXIT_USAGE
-        try:
-            request = validate("bare", args.as_of, args.partition)
-        except ConfigError as exc:
-            print(f"quartet run bare: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        try:
-            pipeline.run("bare", as_of=request.as_of, partitions=list(request.partitions) or None)
-        except failures.KNOWN as exc:
-            print(f"quartet run bare failed: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        return 0
+        from core import bare
+
+        return bare.run(args.as_of, args.partition)
     names = settings.PIPELINE_NAMES if args.name == "all" else (args.name,)
     timings: dict[str, dict] = {}
     failed = []
@@ -134,15 +122,25 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_deployed(args: argparse.Namespace) -> int:
-    """``quartet up|down|status <name>``: the orchestrator's deployed-mode services."""
-    return _orchestrator_cmd(
+    """``quartet up|down|status <name>``: the orchestrator's deployed-mode services. ``down``
+    stops what ``up`` started; the PostgreSQL server is shared (every deployed topology, the
+    PostgreSQL warehouses), so it stays, and ``down`` says so."""
+    from lab import postgres
+
+    code = _orchestrator_cmd(
         args.name, args.command, *(["--json"] if getattr(args, "json", False) else [])
     )
+    if args.command == "down" and postgres.status() is not None:
+        print(
+            f"[{args.name}] left running: the local PostgreSQL server (shared by the deployed "
+            "topologies and the PostgreSQL warehouses); `quartet postgres down` stops it"
+        )
+    return code
 
 
 def cmd_postgres(args: argparse.Namespace) -> int:
-    """``quartet postgres up|down|url|status``: the local PostgreSQL server (core/postgres.py)."""
-    from core import postgres
+    """``quartet postgres up|down|url|status``: the local PostgreSQL server (lab/postgres.py)."""
+    from lab import postgres
 
     try:
         if args.action == "up":
@@ -165,8 +163,8 @@ def cmd_postgres(args: argparse.Namespace) -> int:
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
     from core.failures import NotAWarehouseError, WarehouseConnectionError, WarehouseNotFoundError
-    from core.fingerprint import fingerprint
     from core.warehouse import is_postgres
+    from lab.fingerprint import fingerprint
 
     try:
         fp = fingerprint(args.path if is_postgres(args.path) else Path(args.path))
@@ -183,7 +181,7 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from core.compare import compare_all
+    from lab.compare import compare_all
 
     extra = dict(item.split("=", 1) for item in args.warehouse if "=" in item)
     if len(extra) != len(args.warehouse):
@@ -205,7 +203,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from core.bench import main as bench_main
+    from lab.bench import main as bench_main
 
     return bench_main(
         args.name, repeat=args.repeat, scale=args.scale, as_of=args.as_of, only=args.only
@@ -213,14 +211,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
-    from core.timeline import main as timeline_main
+    from lab.timeline import main as timeline_main
 
     names = list(settings.PIPELINE_NAMES) if "all" in args.names else args.names
     return timeline_main(names, as_of=args.as_of, doc=not args.no_doc, reread=args.reread)
 
 
 def cmd_reliability(args: argparse.Namespace) -> int:
-    from core.reliability import CASES, main
+    from lab.reliability import CASES, main
 
     names = args.only or list(settings.PIPELINE_NAMES)
     cases = args.case or list(CASES)
@@ -229,7 +227,7 @@ def cmd_reliability(args: argparse.Namespace) -> int:
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
-    from core.docs import main as docs_main
+    from lab.docs import main as docs_main
 
     return docs_main()
 
@@ -367,9 +365,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["source-api"]:
-        from core.source_api.__main__ import main as source_api_main
+    if argv[:1] == ["source-api"]:  # (the token of a dev run, unless one is set)
+        from source_api.__main__ import main as source_api_main
 
+        os.environ.setdefault(settings.SOURCE_API_TOKEN_ENV, settings.DEV_API_TOKEN)
         return source_api_main(argv[1:])
     args = parser().parse_args(argv)
     # SIGTERM stops like Ctrl-C: every `with` unwinds, so the source API child stops too

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from core import settings
-from core.bench import alternate, load_average, summarise
+from lab.bench import alternate, load_average, summarise
 
 #: the overhead goals: a full-year run at most this many times bare's, same session
 DEV_GOAL = 2.0
@@ -41,7 +41,7 @@ SECTION = "## Overhead: dev and deployed beside bare"
 
 
 def bench_overhead(names: list[str], out_dir: Path, *, repeat: int, as_of: str | None) -> int:
-    from core.bench_deployed import bench_one, services_env
+    from lab.bench_deployed import bench_one, services_env
 
     results: dict[str, dict] = {}
     payload = {
@@ -157,7 +157,7 @@ def table(payload: dict) -> str:
 
 
 def write_doc(payload: dict, doc: Path = DOC) -> None:
-    from core.docs import write_generated
+    from lab.docs import write_generated
 
     when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(payload["started"]))
     minutes = (payload["ended"] - payload["started"]) / 60
@@ -209,7 +209,7 @@ def chart(plt, payload: dict, path: Path) -> Path:
     span = f"as of {payload['as_of']}" if payload["as_of"] else "full year"
     ax1.set_title(f"What the orchestrator adds ({span})")
     ax1.legend(fontsize=7)
-    from core.bench import idle_panel
+    from lab.bench import idle_panel
 
     idle_panel(plt, ax2, {n: payload["orchestrators"][n]["deployed"] for n in names})
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(payload["started"]))

@@ -59,6 +59,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from core import settings
 from core.failures import PostgresError
 from core.net import free_port
+from core.warehouse import mask
 
 #: admin URL of an existing server to use instead of starting one
 URL_ENV = "QUARTET_POSTGRES_URL"
@@ -92,16 +93,6 @@ class Server:
 
 
 # ---------------------------------------------------------------------------- URLs
-
-
-def mask(url: str) -> str:
-    """The URL with its password replaced by ``***`` (for messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
 def with_database(url: str, database: str) -> str:
