@@ -383,9 +383,9 @@ def _other_at_once(matrix: Matrix, case: Case) -> Outcome:
     return outcome
 
 
-#: a progress line of a dbt model: bare's ``[bare]   model NAME: success`` or an adapter's
-#: ``[NAME] dbt     MODEL  ...`` (core.kit.progress)
-MODEL_LINE = r"^\[\w+\]\s+(?:dbt|model)\s+(\w+)"
+#: a progress line of a dbt model, bare's or an adapter's: ``[NAME] dbt     MODEL   0.4s ...``
+#: (core.kit.progress; not the build's summary, ``[NAME] dbt build: ...``)
+MODEL_LINE = r"^\[\w+\]\s+dbt\s+(\w+)\s"
 
 
 def _models_seen(lines: list[str]) -> set[str]:

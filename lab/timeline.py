@@ -36,9 +36,10 @@ KINDS = ("ingest", "dbt")
 COLORS = {"ingest": "#4c72b0", "dbt": "#55a868", "test": "#c4ad66"}
 
 #: bare's progress lines: ``[bare] ingest as of ...: ... in 12.3s`` and
-#: ``[bare]   model stg_flights: success, 27,004 rows (0.40s)`` (core/pipeline.py)
+#: ``[bare] dbt     stg_flights    0.4s  27,004 rows, 7 tests passed`` (core.kit.progress: a
+#: model's line once it and its tests ended, the seconds being theirs together)
 BARE_INGEST = re.compile(r"^\[bare\] ingest .* in (?P<seconds>[\d.]+)s$")
-BARE_NODE = re.compile(r"^\[bare\]   (?P<type>\w+) (?P<name>\S+): .*\((?P<seconds>[\d.]+)s\)$")
+BARE_NODE = re.compile(r"^\[bare\] dbt\s+(?P<name>\S+)\s+(?P<seconds>[\d.]+)s\b")
 
 
 def reader_home(argv: list[str] | None, *, prog: str) -> Path:
@@ -99,14 +100,13 @@ def record(name: str, home: Path, as_of: str) -> dict:
 
 def bare_units(lines: list[list]) -> list[dict]:
     """Bare's units from its stamped progress lines: one ingest (every resource in one dlt
-    load), then each dbt node; a unit ends when its line arrives."""
+    load), then each dbt model with its tests; a unit ends when its line arrives."""
     units = []
     for stamp, text in lines:
         if found := BARE_INGEST.match(text):
             units.append(_unit("all resources", "ingest", stamp, float(found["seconds"])))
         elif found := BARE_NODE.match(text):
-            kind = "dbt" if found["type"] == "model" else "test"
-            units.append(_unit(found["name"], kind, stamp, float(found["seconds"])))
+            units.append(_unit(found["name"], "dbt", stamp, float(found["seconds"])))
     return units
 
 

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from core import pipeline, postgres, settings, warehouse
+from core import pipeline, settings, warehouse
+from lab import postgres
 from lab.fingerprint import describe_diffs, diff, fingerprint
 from tests.conftest import JANUARY
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core import lineage, timeline
+from core import lineage
+from lab import timeline
 from tests.helpers import JANUARY
 
 T0 = 1_700_000_000.0  # any epoch: the split only uses differences
@@ -65,19 +66,17 @@ def test_bare_against_itself_has_no_overhead():
 def test_bare_units_are_read_from_its_stamped_lines():
     lines = [
         [T0 + 1, "[bare] ingest as of 2013-01-31: flights +27,004 (27,004 fetched) in 4.5s"],
-        [T0 + 6, "[bare]   model stg_flights: success, 27,004 rows (0.40s)"],
-        [T0 + 7, "[bare]   test not_null_stg_flights_flight_id: pass (0.05s)"],
-        [T0 + 8, "[bare] dbt build: 1 models ok, 1 tests passed in 2.0s"],
+        [
+            T0 + 6,
+            "[bare] dbt     stg_flights                     0.4s  27,004 rows, 7 tests passed",
+        ],
+        [T0 + 7, "[bare] dbt     fct_flights                    12.5s  4 tests passed"],
+        [T0 + 8, "[bare] dbt build: 2 models ok, 11 tests passed in 2.0s"],
     ]
     assert timeline.bare_units(lines) == [
         {"unit": "all resources", "kind": "ingest", "start": T0 + 1 - 4.5, "end": T0 + 1},
         {"unit": "stg_flights", "kind": "dbt", "start": T0 + 6 - 0.4, "end": T0 + 6},
-        {
-            "unit": "not_null_stg_flights_flight_id",
-            "kind": "test",
-            "start": T0 + 7 - 0.05,
-            "end": T0 + 7,
-        },
+        {"unit": "fct_flights", "kind": "dbt", "start": T0 + 7 - 12.5, "end": T0 + 7},
     ]
 
 
@@ -102,9 +101,8 @@ def test_bare_month_timeline_has_every_unit_within_the_run(tmp_path):
     run = timeline.timeline("bare", tmp_path, JANUARY)
     graph = lineage.canonical()
     models = {n for n in graph.order() if not n.startswith("raw.")}
-    tests = {t for each in graph.tests.values() for t in each}
     seen = {u["unit"]: u for u in run["units"]}
-    assert set(seen) == {"all resources"} | models | tests
+    assert set(seen) == {"all resources"} | models  # each model's bar holds its tests
     for unit in run["units"]:
         assert run["wall"]["start"] < unit["start"] < unit["end"] <= run["wall"]["end"], unit
     # dbt builds after ingestion, in one process: its first node starts after the load ended

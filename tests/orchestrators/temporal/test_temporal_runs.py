@@ -18,8 +18,9 @@ from temporal_helpers import activity_runs, deployment
 from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 
-from core import kit, postgres, settings
+from core import kit, settings
 from core.source_service import SourceAPIConfig, api_status, running_source_api, set_clock
+from lab import postgres
 from lab.fingerprint import diff, fingerprint
 from orchestrators.temporal import TASK_QUEUE
 from orchestrators.temporal.run import connect
