@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core import kit, settings
-from core.ingestion import parse_partition
+from core.ingestion import months_between
 from core.kit import RunFailed, RunRequest, Service, Topology, progress
 from core.net import free_port
-from orchestrators.airflow import NAME, PIPELINE_DAG, WAREHOUSE_POOL, environment
+from orchestrators.airflow import NAME, PIPELINE_DAG, WAREHOUSE_POOL, environment, levers
 from orchestrators.airflow.environment import USER, Ports
 
 FINISHED = {"success", "failed"}
@@ -67,7 +67,7 @@ def source_api_url() -> str:
 
 def metadata_url() -> str:
     """The metadata DB on the shared PostgreSQL server, as SQLAlchemy's psycopg2 URL."""
-    from core.postgres import database_url
+    from lab.postgres import database_url
 
     url = database_url(NAME)
     return "postgresql+psycopg2://" + url.split("://", 1)[1]
@@ -75,8 +75,9 @@ def metadata_url() -> str:
 
 def deployed_env(sql_alchemy_conn: str | None = None) -> dict[str, str]:
     """Everything the services of this deployment share (the same for every one of them)."""
-    policy = kit.policy()
-    heartbeat = max(int(policy.heartbeat_seconds), 30)  # less: busy tasks look dead
+    from orchestrators.airflow.tasks import checked
+
+    heartbeat = int(checked(kit.policy()).heartbeat_seconds)
     return {
         **environment.service_env(home(), ports(), sql_alchemy_conn or metadata_url()),
         # the API's URL and token as an Airflow connection from the environment: the token is
@@ -99,11 +100,7 @@ def deployed_env(sql_alchemy_conn: str | None = None) -> dict[str, str]:
         # a task's calls to the execution API wait this long for a busy api-server
         "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        # the LocalExecutor's workers come from a forkserver that imported dbt, Cosmos, dlt and
-        # core once: every task process forked from a worker skips those imports (ADR 0014);
-        # only the scheduler reads these ([scheduler]): the other services never import dbt
-        "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
-        "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": ",".join(environment.TASK_PRELOAD),
+        **levers.scheduler_env(),
         "QUARTET_LOCK_TIMEOUT": os.environ.get("QUARTET_LOCK_TIMEOUT", "60"),
     }
 
@@ -118,7 +115,7 @@ def topology(env: dict[str, str] | None = None) -> Topology:
         found.append(
             Service(
                 name="source-api",
-                argv=[sys.executable, "-m", "core.source_api", "--port", str(port)],
+                argv=[sys.executable, "-m", "source_api", "--port", str(port)],
                 log=home() / "logs" / "services" / "source-api.log",
                 ready=f"http://127.0.0.1:{port}/v1/status",  # 401 without a token: it is up
                 env={settings.SOURCE_API_TOKEN_ENV: source_api_token()} if env else {},
@@ -231,11 +228,8 @@ def months(request: RunRequest) -> tuple[str, str] | None:
     """(first, last) when the partitions are two or more consecutive months: one backfill."""
     if len(request.partitions) < 2:
         return None
-    ordered = sorted(parse_partition(p) for p in request.partitions)
-    index = [y * 12 + m for y, m in ordered]
-    if index != list(range(index[0], index[0] + len(index))):
-        return None
-    return min(request.partitions), max(request.partitions)
+    first, last = min(request.partitions), max(request.partitions)
+    return (first, last) if sorted(request.partitions) == months_between(first, last) else None
 
 
 def trigger(client: Api, conf: dict) -> str:
@@ -248,8 +242,8 @@ def trigger(client: Api, conf: dict) -> str:
 def backfill(client: Api, first: str, last: str, as_of: str | None) -> list[str]:
     """One run per month from ``first`` to ``last`` through Airflow's backfill API; the
     scheduler creates them on the DAG's timetable (each month's data interval)."""
-    start = "{}-{:02d}-01T00:00:00Z".format(*parse_partition(first))
-    end = "{}-{:02d}-01T00:00:00Z".format(*parse_partition(last))
+    start = f"{first}-01T00:00:00Z"
+    end = f"{last}-01T00:00:00Z"
     created = client.call(
         "POST",
         "/api/v2/backfills",
@@ -263,7 +257,7 @@ def backfill(client: Api, first: str, last: str, as_of: str | None) -> list[str]
         },
     )
     progress.say(NAME, f"backfill {created['id']}: {first}..{last}")
-    expected = len(range(*(y * 12 + m for y, m in map(parse_partition, (first, last))))) + 1
+    expected = len(months_between(first, last))
 
     def runs() -> list[dict]:
         found = client.get(

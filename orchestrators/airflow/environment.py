@@ -23,27 +23,12 @@ from pathlib import Path
 
 from core import kit, settings, warehouse
 from core.kit import Service
-from orchestrators.airflow import DAGS_FOLDER, NAME, SOURCE_API_CONN, WAREHOUSE_POOL
+from orchestrators.airflow import DAGS_FOLDER, NAME, SOURCE_API_CONN, WAREHOUSE_POOL, levers
 
 USER = "admin"
 #: each slot of the LocalExecutor pre-forks a worker process (~180 MB each): keep it small
 PARALLELISM = 2
 SOURCE_API_CONN_ENV = f"AIRFLOW_CONN_{SOURCE_API_CONN.upper()}"
-#: what every task process imports (the DAG file's imports, dbt and its adapters, dlt): the
-#: scheduler's forkserver imports them once and each LocalExecutor worker, and each task it
-#: forks, inherits them instead of importing them again (ADR 0014); a missing module is skipped
-TASK_PRELOAD = (
-    "airflow.sdk.execution_time.task_runner",
-    "airflow.executors.local_executor",
-    "airflow.providers.standard.operators.trigger_dagrun",
-    "cosmos",
-    "cosmos.operators.local",
-    "dbt.cli.main",
-    "dbt.adapters.duckdb",
-    "dbt.adapters.postgres",
-    "core.pipeline",
-    "orchestrators.airflow.tasks",
-)
 
 
 def airflow_home() -> Path:
@@ -86,11 +71,7 @@ def airflow_env(home: Path, sql_alchemy_conn: str) -> dict[str, str]:
         # "section/key [openlineage/namespace] not found in config" on the terminal; Quartet
         # emits no OpenLineage events (the Assets are declared statically: ADR 0007)
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "quartet",
-        # dlt's Airflow secrets provider (on by default inside Airflow) looks every dlt setting
-        # up as an Airflow Variable: in Airflow 3 one execution-API round trip per field, 22-32 s
-        # of each deployed ingestion task (ADR 0014). Quartet keeps no dlt settings in Variables:
-        # the API's URL and token come from the quartet_source_api connection.
-        "PROVIDERS__ENABLE_AIRFLOW_SECRETS": "false",
+        **levers.dlt_env(),
         **settings.QUIET_ENV,
     }
 
@@ -99,7 +80,8 @@ def configure() -> Path:
     """Point this process (and its children) at the dev-mode AIRFLOW_HOME; returns it."""
     home = airflow_home()
     os.environ.update(airflow_env(home, f"sqlite:///{home / 'airflow.db'}"))
-    settings.for_pipeline(NAME)  # exports QUARTET_WAREHOUSE for dbt's profiles.yml
+    # what dbt's profiles.yml reads, for dbt in this process and the services it starts
+    settings.export_dbt_env(settings.for_pipeline(NAME, export=False))
     return home
 
 

@@ -1,24 +1,80 @@
-"""What the Airflow tasks call: thin wrappers over core (the pipeline's logic lives there once).
+"""What the Airflow tasks call, and Quartet's policies in Airflow's terms.
 
-Kept out of the DAG file so the DAG file reads as a DAG: tasks, assets, schedules, policies.
+The task bodies are thin calls into core (the pipeline's logic lives there once). The policies:
+
+* **May a retry help?** ``core.failures.may_retry``; when it says no, the task raises
+  ``AirflowFailException`` and ends at once, whatever retries are left (:func:`airflow_failure`).
+* **[orchestration]**, each field honoured or refused, by name, when the DAG files load
+  (:func:`retry_args`, :func:`checked`):
+
+==========================  =================================================================
+unit_retries                the ingestion tasks' ``retries``
+retry_delay_seconds         ``retry_delay``
+retry_backoff               ``retry_exponential_backoff`` (Airflow spreads each wait between
+                            one and two times the exponential delay, by a hash of the try)
+max_retry_delay_seconds     ``max_retry_delay``
+schedule                    the pipeline DAG's ``CronDataIntervalTimetable``
+source_poll_seconds         the source-watch sensor's ``poke_interval``
+heartbeat_seconds           deployed: ``[scheduler] task_instance_heartbeat_timeout`` (whole
+                            seconds, at least 30; refused otherwise)
+follow_poll_seconds         how often ``run --deployed`` polls a run
+healthy_timeout_seconds     ``quartet up``: every service healthy and the DAGs parsed
+==========================  =================================================================
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from core import alerts, settings, warehouse
-from core.dbt import DbtBuildError, release_warehouse
-from core.ingestion import ConfigError, RunWindow, load_config, window
+from core.failures import ConfigError, may_retry
+from core.ingestion import OrchestrationPolicy, RunWindow, load_config, window
 from core.pipeline import ingest
-from core.source import MalformedRecordError
 from orchestrators.airflow import NAME, SOURCE_API_CONN
 
 #: run types whose data interval is the partition (a manual run loads what it is asked for)
 INTERVAL_RUN_TYPES = {"scheduled", "backfill"}
+#: below this, a task busy on a loaded machine misses heartbeats and is failed as lost
+MIN_HEARTBEAT_SECONDS = 30
 
 #: ``(run_id, task_id) -> "ExceptionType: message"`` of the tasks that failed in this process.
 #: A dev-mode run (``dag.test()`` runs its tasks in-process) names them in its terminal
 #: message: the culprit (a refused token, a malformed record) is otherwise only in the log.
 FAILED_TASKS: dict[tuple[str, str], str] = {}
+
+
+def checked(policy: OrchestrationPolicy) -> OrchestrationPolicy:
+    """``policy`` when Airflow can honour every field (see the module's table), else a
+    ConfigError naming the field."""
+    heartbeat = policy.heartbeat_seconds
+    if heartbeat != int(heartbeat) or heartbeat < MIN_HEARTBEAT_SECONDS:
+        raise ConfigError(
+            f"airflow cannot honour [orchestration] heartbeat_seconds = {heartbeat!r}: the "
+            f"scheduler's task heartbeat timeout is whole seconds, and below "
+            f"{MIN_HEARTBEAT_SECONDS} a task busy on a loaded machine is failed as lost"
+        )
+    return policy
+
+
+def retry_args(policy: OrchestrationPolicy) -> dict:
+    """The retries of a unit, as task arguments (``default_args`` of the DAGs)."""
+    checked(policy)
+    return {
+        "retries": policy.unit_retries,
+        "retry_delay": timedelta(seconds=policy.retry_delay_seconds),
+        "retry_exponential_backoff": policy.retry_backoff,
+        "max_retry_delay": timedelta(seconds=policy.max_retry_delay_seconds),
+    }
+
+
+def airflow_failure(exc: BaseException) -> BaseException:
+    """What a task raises for ``exc``: ``AirflowFailException`` (no retry) when no retry helps,
+    else ``exc`` itself (Airflow retries it as ``retry_args`` say)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    if may_retry(exc):
+        return exc
+    return AirflowFailException(f"{type(exc).__name__}: {exc}")
 
 
 def run_window(context, resource: str) -> RunWindow:
@@ -32,38 +88,13 @@ def run_window(context, resource: str) -> RunWindow:
     return window(config, as_of=params.get("as_of") or None, partition=partition).only(resource)
 
 
-def causes(exc: BaseException):
-    """The exception and every exception it was raised from or while handling."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        yield seen
-        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
-
-
-def no_retry_fixes(exc: BaseException) -> bool:
-    """A failure that fails again however often it is retried: bad config, a record that breaks
-    the contract, a failing dbt build, a token the API refuses (401/403), an API that stayed
-    unreachable through dlt's own HTTP retries. Retrying these only multiplies dlt's retries."""
-    for cause in causes(exc):
-        if isinstance(cause, ConfigError | MalformedRecordError | DbtBuildError):
-            return True
-        status = getattr(getattr(cause, "response", None), "status_code", None)
-        if status in (401, 403):
-            return True
-        if isinstance(cause, ConnectionRefusedError) or "Connection refused" in str(cause):
-            return True
-    return False
-
-
 def ingest_resource(resource: str, context) -> dict[str, int]:
     """Load one dlt resource for this run's window; the API's URL and token come from the
     ``quartet_source_api`` connection (the token is its password, masked by Airflow).
 
     Goes through core.pipeline.ingest, which settles a package a failed run left behind before
-    it extracts again. Errors no retry fixes fail the task at once (AirflowFailException); the
-    task's retries are left to transient ones (a held warehouse lock, a lost worker)."""
+    it extracts again."""
     from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowFailException
 
     connection = BaseHook.get_connection(SOURCE_API_CONN)
     try:
@@ -75,15 +106,18 @@ def ingest_resource(resource: str, context) -> dict[str, int]:
             log=print,
         )
     except Exception as exc:
-        if no_retry_fixes(exc):
-            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
-        raise
+        answer = airflow_failure(exc)
+        if answer is exc:
+            raise
+        raise answer from exc
     return {"fetched": result.rows_fetched[resource], "new": result.new_rows[resource]}
 
 
 def release_duckdb(project_dir: str, **_) -> None:
     """Cosmos callback after each dbt invocation: dbt-duckdb keeps the warehouse open for the
     life of the process, which matters when tasks run in-process (``dag.test()``)."""
+    from core.dbt import release_warehouse
+
     release_warehouse()
 
 
@@ -107,7 +141,7 @@ def source_status() -> dict:
     """The API's clock and watermark (its URL and token from the Airflow connection)."""
     from airflow.sdk import BaseHook
 
-    from core.source_api import api_status
+    from core.source_service import api_status
 
     connection = BaseHook.get_connection(SOURCE_API_CONN)
     return api_status(connection.host, connection.password)
@@ -115,4 +149,12 @@ def source_status() -> dict:
 
 def loaded_watermark() -> str | None:
     """The newest ``updated_at`` the warehouse has loaded (None before the first load)."""
-    return warehouse.loaded_watermark(settings.for_pipeline(NAME).location)
+    return warehouse.loaded_watermark(settings.for_pipeline(NAME, export=False).location)
+
+
+def mart_counts() -> dict[str, int]:
+    """Rows of every mart table, printed to the task log."""
+    counts = warehouse.table_counts(settings.for_pipeline(NAME, export=False).location, ("marts",))
+    for table, rows in counts.items():
+        print(f"{table}: {rows:,} rows")
+    return counts

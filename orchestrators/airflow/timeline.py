@@ -1,4 +1,4 @@
-"""The last dev-mode run's units as Airflow's metadata DB recorded them (``core/timeline.py``).
+"""The last dev-mode run's units as Airflow's metadata DB recorded them (``lab/timeline.py``).
 
 ``python -m orchestrators.airflow.timeline --home H`` points Airflow at the dev-mode home of the
 QUARTET_HOME ``H`` (``.quartet/airflow/home/airflow.db``, SQLite that ``dag.test()`` wrote and
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
-from core.timeline import reader_home
+from lab.timeline import reader_home
 
 
 def main(argv: list[str] | None = None) -> int:

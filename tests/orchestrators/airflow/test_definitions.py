@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pytest
 
 from core import settings
-from core.ingestion import load_config
+from core.failures import ConfigError
+from core.ingestion import OrchestrationPolicy, load_config
 from core.kit import policy
 from core.lineage import canonical
 from orchestrators.airflow import (
@@ -16,6 +21,9 @@ from orchestrators.airflow import (
     WAREHOUSE_POOL,
     WATCH_DAG,
 )
+from tests.failure_cases import CASES
+
+IDS = [case_id for case_id, _, _ in CASES]
 
 
 def test_dagbag_has_no_import_errors(dag_bag):
@@ -62,13 +70,11 @@ def test_every_table_is_an_asset_and_marts_schedule_a_dag(pipeline_dag, dag_bag)
     expected |= {f"{layer}.{node}" for node, layer in canonical().nodes.items() if layer != "raw"}
     assert outlets == expected
     marts = dag_bag.get_dag(MARTS_DAG)
-    condition = marts.timetable.asset_condition  # mart_a & mart_b & mart_c
+    condition = marts.timetable.asset_condition  # every mart, all of them updated
     scheduled_on = {asset.name for asset in condition.objects}
-    assert scheduled_on == {
-        "marts.carrier_month_performance",
-        "marts.route_stats",
-        "marts.weather_delay_impact",
-    }
+    marts_layer = {f"marts.{node}" for node, layer in canonical().nodes.items() if layer == "marts"}
+    assert scheduled_on == marts_layer
+    assert {"marts.fct_flights", "marts.route_stats"} <= scheduled_on
 
 
 def test_lineage_equals_canonical(pipeline_dag):
@@ -112,34 +118,72 @@ def test_data_interval_is_the_partition():
     )
 
 
-def test_only_transient_failures_are_retried():
-    """Errors no retry fixes fail the task at once; a held warehouse or a lost worker retries."""
-    from types import SimpleNamespace
+@pytest.mark.parametrize(("exc", "retry"), [(make, retry) for _, make, retry in CASES], ids=IDS)
+def test_failure_policy_maps_to_airflow_fail_exception(exc, retry):
+    """core.failures' answer in Airflow's idiom: no retry helps -> AirflowFailException (the
+    task fails at once, its retries left unused); else the error itself, which Airflow retries."""
+    from airflow.sdk.exceptions import AirflowFailException
 
-    from core.dbt import DbtBuildError
-    from core.ingestion import ConfigError
-    from core.pipeline import IngestionError
-    from core.source import MalformedRecordError
-    from core.warehouse import WarehouseBusyError
-    from orchestrators.airflow.tasks import no_retry_fixes
+    from orchestrators.airflow.tasks import airflow_failure
 
-    def raised_from(cause: BaseException) -> IngestionError:
-        try:
-            raise IngestionError("ingesting flights failed") from cause
-        except IngestionError as exc:
-            return exc
+    error = exc()
+    answer = airflow_failure(error)
+    assert isinstance(answer, AirflowFailException) is not retry
+    assert (answer is error) is retry
 
-    unauthorized = OSError("401 Client Error")
-    unauthorized.response = SimpleNamespace(status_code=401)
-    assert no_retry_fixes(raised_from(unauthorized))
-    assert no_retry_fixes(raised_from(MalformedRecordError("no primary key field 'id'")))
-    assert no_retry_fixes(raised_from(ConnectionRefusedError(111, "Connection refused")))
-    assert no_retry_fixes(ConfigError("bad --as-of"))
-    assert no_retry_fixes(DbtBuildError("dbt build failed", []))
-    assert not no_retry_fixes(WarehouseBusyError("held by another writer"))
-    busy = OSError("503 Service Unavailable")
-    busy.response = SimpleNamespace(status_code=503)
-    assert not no_retry_fixes(raised_from(busy))
+
+def retry_waits(policy: OrchestrationPolicy) -> list[float]:
+    """The waits Airflow itself computes (``TaskInstance.next_retry_datetime``) for an ingestion
+    task built with the adapter's retry arguments for ``policy``, one per retry."""
+    from datetime import UTC, datetime
+
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.sdk import BaseOperator
+
+    from orchestrators.airflow.tasks import retry_args
+
+    task = BaseOperator(task_id="ingest_flights", **retry_args(policy))
+    end = datetime(2013, 1, 1, tzinfo=UTC)
+    waits = []
+    for try_number in range(1, task.retries + 1):
+        ti = SimpleNamespace(
+            task=task,
+            try_number=try_number,
+            end_date=end,
+            retry_delay_override=None,
+            dag_id="quartet_pipeline",
+            task_id=task.task_id,
+            logical_date=end,
+        )
+        waits.append((TaskInstance.next_retry_datetime(ti) - end).total_seconds())
+    return waits
+
+
+@pytest.mark.parametrize("backoff", [2.0, 3.0])
+def test_retry_waits_follow_the_policy(backoff):
+    """retry_backoff changes Airflow's waits: each is the policy's delay for that retry, or up to
+    twice it (Airflow's own spread, by a hash of the try), never past max_retry_delay_seconds."""
+    policy = replace(
+        OrchestrationPolicy(), unit_retries=3, retry_delay_seconds=2.0, retry_backoff=backoff
+    )
+    waits = retry_waits(policy)
+    assert len(waits) == 3
+    for wait, delay in zip(waits, policy.retry_delays(), strict=True):
+        assert delay <= wait < 2 * delay or wait == policy.max_retry_delay_seconds, (wait, delay)
+    assert waits[1] >= 2.0 * backoff  # the second wait has grown by the configured backoff
+
+
+@pytest.mark.parametrize("heartbeat", [10.0, 45.5])
+def test_a_policy_airflow_cannot_honour_is_refused_by_name(heartbeat):
+    from orchestrators.airflow.tasks import checked
+
+    policy = replace(OrchestrationPolicy(), heartbeat_seconds=heartbeat)
+    with pytest.raises(
+        ConfigError,
+        match=rf"^airflow cannot honour \[orchestration\] heartbeat_seconds = {heartbeat}: ",
+    ):
+        checked(policy)
+    assert checked(replace(policy, heartbeat_seconds=60.0)).heartbeat_seconds == 60.0
 
 
 def test_progress_names_each_task_as_a_unit():
@@ -175,3 +219,30 @@ def test_a_second_dev_run_waits_for_the_first_naming_it(capsys):
     holder.join(30)
     said = capsys.readouterr().out
     assert f"waiting for the dev-mode run of PID {os.getpid()} to end" in said
+
+
+def test_quartet_run_refuses_the_policy_in_one_message(tmp_path):
+    """A field Airflow cannot honour stops ``quartet run airflow`` before anything starts:
+    exit 2 and one line naming the adapter and the field."""
+    import os
+    import subprocess
+    import sys
+
+    toml = settings.INGESTION_CONFIG.read_text()
+    assert "heartbeat_seconds = 30" in toml
+    config = tmp_path / "ingestion.toml"
+    config.write_text(toml.replace("heartbeat_seconds = 30", "heartbeat_seconds = 5"))
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrators.airflow", "run", "--as-of", "2013-01-31"],
+        env={**os.environ, "QUARTET_INGESTION_CONFIG": str(config)},
+        cwd=settings.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "quartet run airflow: airflow cannot honour [orchestration] heartbeat_seconds = 5.0: the "
+        "scheduler's task heartbeat timeout is whole seconds, and below 30 a task busy on a "
+        "loaded machine is failed as lost"
+    ]

@@ -44,7 +44,7 @@ def airflow(verb: str, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def deployed(quartet_home: Path, bare_january):
-    from core import postgres
+    from lab import postgres
 
     folder = None
     if not os.environ.get(postgres.URL_ENV) and not os.environ.get(postgres.HOME_ENV):

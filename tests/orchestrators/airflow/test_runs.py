@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from core import pipeline, settings, warehouse
-from core.fingerprint import diff, fingerprint
+from lab.fingerprint import diff, fingerprint
 from orchestrators.airflow import NAME, PIPELINE_DAG, WAREHOUSE_POOL, environment
 from orchestrators.airflow.run import failures, load_dag, run_once, unit_lines, unit_of
 from tests.helpers import JANUARY, assert_same_as_bare, months_loaded
@@ -60,7 +60,7 @@ def january_on_postgres(postgres_server, bare_january, source_api):
     own; also what the writer pool and the DuckDB file looked like meanwhile."""
     from airflow.models.pool import Pool
 
-    from core import postgres
+    from lab import postgres
 
     environment.source_api_connection(source_api.url, source_api.token)
     url = postgres.database_url("pgtest_airflow")
@@ -106,7 +106,7 @@ def test_event_trigger_starts_a_run_when_the_source_has_new_data(
     PostgreSQL one January was loaded into)."""
     from airflow.models.dagrun import DagRun
 
-    from core.source_api import api_status, set_clock
+    from core.source_service import api_status, set_clock
     from orchestrators.airflow import WATCH_DAG
     from orchestrators.airflow.tasks import loaded_watermark
 
