@@ -34,6 +34,7 @@ PROJECT = ProjectConfig(
     dbt_project_path=settings.TRANSFORM_DIR,
     manifest_path=assets.MANIFEST_PATH,
     project_name="quartet",
+    install_dbt_deps=False,  # the project has no packages (dbt's hub is not reached)
 )
 PROFILE = ProfileConfig(
     profile_name="quartet",
@@ -81,7 +82,6 @@ def ingestion() -> TaskGroup:
 
 # -- transformation: dbt through Cosmos, one task per model (the model and its tests) -----------
 DBT_TASK_ARGS = {
-    "install_deps": False,
     "retries": 0,  # a failed model or data test fails again (core.failures: DbtBuildError)
     "callback": tasks.release_duckdb,
 }
@@ -114,6 +114,7 @@ def transformation() -> DbtTaskGroup:
             invocation_mode=InvocationMode.DBT_RUNNER,
             inlets=list(assets.RAW.values()),
             emit_datasets=False,
+            install_deps=False,  # (an operator outside the task group reads no ProjectConfig)
             **DBT_TASK_ARGS,
         )
     for unique_id, operator in group.tasks_map.items():
