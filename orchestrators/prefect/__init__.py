@@ -1,9 +1,11 @@
 """Quartet on Prefect 3: the shared dlt + dbt pipeline as flows, tasks and deployments.
 
-File plan: ``flows`` (tasks, subflows, the failure hook, the warehouse slot), ``deployments``
-(schedules, the as-of trigger, the source watcher; the Secret block and the concurrency limit),
-``run`` (dev mode), ``ui``, ``deploy`` (server on PostgreSQL, a process work pool and its worker),
-``lineage`` (the graph the flows declare).
+File plan: what a Prefect user writes first: ``flows`` (flows and the ingestion task),
+``deployments`` (schedules, the as-of trigger, the source watcher; the Secret block and the
+concurrency limit), with ``policy`` (retries, [orchestration]), ``slots`` (the warehouse's
+concurrency limit) and ``reporting`` (the failure hook, the progress lines) beside them; then the
+harness: ``run`` (dev mode), ``ui``, ``deploy`` (server on PostgreSQL, a process work pool and its
+worker), ``lineage``, ``timeline``; ``levers``: the speed levers, all off with QUARTET_STOCK=1.
 
 This module imports no Prefect: :func:`configure` must set ``PREFECT_HOME`` before Prefect reads
 its settings.
@@ -25,7 +27,7 @@ NAME = "prefect"
 #: Secret block holding the source API's bearer token
 TOKEN_BLOCK = "quartet-source-api-token"
 #: global concurrency limit every writer of the warehouse occupies: 1 slot on DuckDB, one per
-#: ingestion unit on PostgreSQL (flows.writer_slots)
+#: ingestion unit on PostgreSQL (slots.writer_slots)
 WAREHOUSE_LIMIT = "quartet-warehouse-prefect"
 #: event the source watcher emits when the API has published new data
 NEW_DATA_EVENT = "quartet.source.published"
@@ -80,7 +82,7 @@ def configure(api_url: str | None = None) -> None:
     """
     os.environ.setdefault("PREFECT_HOME", str(kit.home(NAME)))
     # The ephemeral server's first start in a fresh environment creates its database and has no
-    # bytecode yet: it can take minutes on a busy machine.
+    # bytecode yet: far slower than Prefect's default timeout allows on a busy machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # this process's clients sign in to the server of this PREFECT_HOME (the ephemeral one of a

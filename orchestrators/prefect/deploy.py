@@ -4,7 +4,7 @@
 
 * ``source-api`` - the flights API (unless SOURCE_API_URL names one already running);
 * ``server`` - ``prefect server start`` (API, UI, scheduler, automations) with its database on
-  PostgreSQL (``core.postgres.database_url("prefect")``, asyncpg; the ``pg_trgm`` extension its
+  PostgreSQL (``lab.postgres.database_url("prefect")``, asyncpg; the ``pg_trgm`` extension its
   migrations need is created first);
 * ``worker`` - ``prefect worker start --pool quartet --type process``: polls the pool and starts
   each flow run as a child process in the repository (the deployments' ``working_dir``), so the
@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from core import kit, settings
+from core.ingestion import months_between
 from core.kit import NotDeployed, RunFailed, RunRequest, Service, Topology
 from core.net import free_port
 from orchestrators.prefect import (
@@ -38,6 +39,7 @@ from orchestrators.prefect import (
     SERVER_AUTH_ENV,
     api_auth_string,
     configure,
+    levers,
 )
 
 POOL = "quartet"
@@ -48,10 +50,6 @@ CRASH_AUTOMATION = "quartet: re-run crashed runs"
 #: the deployed mode's own PREFECT_HOME (profiles, local result storage); not the dev one
 HOME_DIR = "deployed-home"
 PORT_ENV = "QUARTET_PREFECT_PORT"
-#: how often the worker asks the server for scheduled flow runs (PREFECT_WORKER_QUERY_SECONDS;
-#: Prefect's default is 10): a submitted run waits half of it on average before its process
-#: starts. docker/prefect/compose.yaml sets the same value. ADR 0015, "Measured".
-WORKER_QUERY_SECONDS = 1
 
 
 def prefect_executable() -> str:
@@ -181,7 +179,7 @@ def topology(database_url: str | None = None) -> Topology:
         services.append(
             Service(
                 name="source-api",
-                argv=[sys.executable, "-m", "core.source_api", *argv],
+                argv=[sys.executable, "-m", "source_api", *argv],
                 log=logs / "source-api.log",
                 ready=source_api_url(ports),
                 env={settings.SOURCE_API_TOKEN_ENV: _token()},
@@ -204,7 +202,7 @@ def topology(database_url: str | None = None) -> Topology:
                 CLIENT_AUTH_ENV: auth_string(),
                 settings.SOURCE_API_URL_ENV: source_api_url(ports),
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_WORKER_QUERY_SECONDS": str(WORKER_QUERY_SECONDS),
+                **levers.worker_env(),  # its poll for scheduled runs
             },
         )
     )  # fmt: skip
@@ -219,7 +217,7 @@ def prefect_database_url() -> str:
     """Prefect's database on the shared PostgreSQL, as an asyncpg URL, ``pg_trgm`` created."""
     import psycopg2
 
-    from core import postgres
+    from lab import postgres
 
     url = postgres.database_url(NAME)
     with contextlib.closing(psycopg2.connect(url, connect_timeout=10)) as con:
@@ -344,10 +342,8 @@ def _require_up() -> None:
 def deployment_for(request: RunRequest) -> tuple[str, dict]:
     """Which deployment a request goes to, with its parameters: a contiguous range of several
     months is one backfill run; anything else is the full pipeline."""
-    from orchestrators.prefect.flows import month_range
-
     months = sorted(request.partitions)
-    if len(months) > 1 and month_range(months[0], months[-1]) == months:
+    if len(months) > 1 and months_between(months[0], months[-1]) == months:
         params = {"start": months[0], "end": months[-1], "as_of": request.as_of}
         return "quartet-backfill/backfill", params
     return "quartet-pipeline/full", {

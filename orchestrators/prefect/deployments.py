@@ -12,7 +12,7 @@
 ``ui`` serves them from its own process; the deployed mode registers them against a ``process``
 work pool whose worker starts each flow run in the repository. :func:`provision` creates the
 Secret block with the API token and the warehouse's global concurrency limit (1 slot on DuckDB,
-one per ingestion unit on PostgreSQL: ``flows.writer_slots``).
+one per ingestion unit on PostgreSQL: ``slots.writer_slots``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from prefect.events import DeploymentEventTrigger, emit_event
 from prefect.variables import Variable
 
 from core import kit
-from core.source_api import api_status
+from core.source_service import api_status
 from orchestrators.prefect import (
     NEW_DATA_EVENT,
     SOURCE_RESOURCE_ID,
@@ -35,27 +35,11 @@ from orchestrators.prefect import (
     WAREHOUSE_LIMIT,
     WATERMARK_VARIABLE,
 )
-from orchestrators.prefect.flows import (
-    backfill,
-    ingestion,
-    pipeline,
-    release_stale_slots,
-    source_url,
-    transformation,
-    writer_slots,
-)
+from orchestrators.prefect.flows import backfill, ingestion, pipeline, source_url, transformation
+from orchestrators.prefect.slots import release_stale_slots, writer_slots
 
 #: every deployment's runs carry it (the crash automation of the deployed mode matches on it)
 TAG = "quartet"
-
-
-def provision(token: str) -> None:
-    """The Secret block with the source API token, the warehouse writers' concurrency limit sized
-    for the configured warehouse, and its slots freed when a run that died left them occupied."""
-    Secret(value=token).save(TOKEN_BLOCK, overwrite=True)
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(WAREHOUSE_LIMIT, limit=writer_slots())
-    release_stale_slots()
 
 
 @flow(name="quartet-source-watcher")
@@ -83,11 +67,6 @@ def watch_source() -> dict | None:
     )
     get_run_logger().info("new source data up to %s: emitted %s", payload["as_of"], NEW_DATA_EVENT)
     return payload
-
-
-def poll_seconds() -> float:
-    """The watcher's interval: the policy's, or QUARTET_PREFECT_WATCH_SECONDS (tests)."""
-    return float(os.environ.get("QUARTET_PREFECT_WATCH_SECONDS", kit.policy().source_poll_seconds))
 
 
 def deployments() -> list[RunnerDeployment]:
@@ -120,3 +99,17 @@ def deployments() -> list[RunnerDeployment]:
         ),
         watch_source.to_deployment("poll", interval=poll_seconds(), **common),
     ]
+
+
+def provision(token: str) -> None:
+    """The Secret block with the source API token, the warehouse writers' concurrency limit sized
+    for the configured warehouse, and its slots freed when a run that died left them occupied."""
+    Secret(value=token).save(TOKEN_BLOCK, overwrite=True)
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(WAREHOUSE_LIMIT, limit=writer_slots())
+    release_stale_slots()
+
+
+def poll_seconds() -> float:
+    """The watcher's interval: the policy's, or QUARTET_PREFECT_WATCH_SECONDS (tests)."""
+    return float(os.environ.get("QUARTET_PREFECT_WATCH_SECONDS", kit.policy().source_poll_seconds))

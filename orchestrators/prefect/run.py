@@ -12,8 +12,8 @@ import time
 
 from core import kit, settings
 from core.kit import RunFailed, RunRequest, progress
-from core.postgres import mask
-from orchestrators.prefect import CLIENT_AUTH_ENV, NAME, SERVER_AUTH_ENV
+from lab.postgres import mask
+from orchestrators.prefect import CLIENT_AUTH_ENV, NAME, SERVER_AUTH_ENV, levers
 
 #: the loggers whose detail goes to the log file instead of the terminal
 LOGGERS = (
@@ -25,20 +25,6 @@ LOGGERS = (
     "httpx",
     "quartet.units",  # the unit lines, which also go to the run's log on the server
 )
-
-
-def ephemeral_server_without_block_catalog() -> None:
-    """The ephemeral API server of this run registers no block types at start-up.
-
-    By default Prefect's server imports every installed collection at start-up (prefect-dbt, and
-    with it dbt: ~1.2 s of the server's ~4 s start here) to register their block types, or to
-    find them already registered. A dev run's server is never browsed: the one block the run
-    uses, the Secret, registers its own type when ``provision`` saves it. ``quartet ui prefect``
-    (``prefect server start``) keeps the default, so its UI lists every block type. Set before
-    Prefect is imported: the server process inherits this process's settings.
-    """
-    os.environ.setdefault("PREFECT_SERVER_REGISTER_BLOCKS_ON_START", "false")
-    os.environ.setdefault("PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION", "false")
 
 
 def ephemeral_server_behind_auth() -> None:
@@ -56,7 +42,7 @@ def ephemeral_server_behind_auth() -> None:
 def run(request: RunRequest) -> None:
     started = time.perf_counter()
     if not os.environ.get("PREFECT_API_URL"):
-        ephemeral_server_without_block_catalog()
+        levers.ephemeral_server_without_block_catalog()
         ephemeral_server_behind_auth()
     from orchestrators.prefect.deployments import provision
     from orchestrators.prefect.flows import pipeline

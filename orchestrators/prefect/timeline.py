@@ -1,4 +1,4 @@
-"""The last dev-mode run's units as Prefect's database recorded them (``core/timeline.py``).
+"""The last dev-mode run's units as Prefect's database recorded them (``lab/timeline.py``).
 
 A dev-mode run talks to Prefect's ephemeral API: a server process started for the run and stopped
 with it. The server goes, its records stay: they are in the SQLite database under PREFECT_HOME
@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from core.timeline import reader_home
+from lab.timeline import reader_home
 
 PIPELINE_FLOW = "quartet-pipeline"
 #: task run names: ``ingest flights`` (flows.ingest_task), ``model x`` / ``test y`` (prefect-dbt)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
+
 import pytest
 
 from core import kit, lineage
-from core.ingestion import ConfigError
+from core.failures import ConfigError
 from orchestrators.prefect import NEW_DATA_EVENT
+from tests.failure_cases import CASES
 from tests.helpers import expected
 
 
@@ -23,6 +27,7 @@ def test_flows_and_deployments_load() -> None:
         task = ingest_task(resource)
         assert task.retries == policy.unit_retries
         assert task.retry_delay_seconds == policy.retry_delays()
+        assert task.retry_jitter_factor is None
         assert [a.key for a in task.assets] == [f"duckdb://prefect/raw/{resource}"]
 
     by_name = {f"{d.flow_name}/{d.name}": d for d in deployments()}
@@ -45,35 +50,42 @@ def test_flows_and_deployments_load() -> None:
     assert poll.interval.total_seconds() == policy.source_poll_seconds
 
 
-def test_only_transient_errors_are_retried() -> None:
-    """A wrong token, a malformed record, a bad setting, a failing dbt node: no retry."""
-    from core.dbt import DbtBuildError
-    from core.pipeline import IngestionError
-    from core.source import MalformedRecordError
-    from orchestrators.prefect.flows import is_permanent
+@pytest.mark.parametrize(
+    ("make", "retry"), [(make, retry) for _, make, retry in CASES], ids=[c[0] for c in CASES]
+)
+def test_a_failed_task_is_retried_only_when_a_retry_may_help(make, retry) -> None:
+    """The ingestion task's retry_condition_fn, fed a Failed state holding each failure."""
+    from prefect.states import Failed
 
-    def wrapped(cause: Exception) -> Exception:
-        try:
-            raise IngestionError("ingesting flights failed") from cause
-        except IngestionError as exc:
-            return exc
+    from orchestrators.prefect.flows import ingest_task
 
-    assert is_permanent(wrapped(MalformedRecordError("flights.dep_delay: 'x' is no integer")))
-    assert is_permanent(IngestionError("... HTTPError: 401 Client Error: Unauthorized"))
-    assert is_permanent(ConfigError("partition must look like YYYY-MM"))
-    assert is_permanent(DbtBuildError("dbt build failed", []))
-    assert not is_permanent(wrapped(ConnectionResetError("connection reset by peer")))
-    assert not is_permanent(IngestionError("... HTTPError: 503 Server Error"))
+    task = ingest_task("flights")
+    state = Failed(data=make(), message="ingest flights failed")
+    assert task.retry_condition_fn(task, None, state) is retry
+
+
+def test_the_policy_is_followed_or_refused_by_name() -> None:
+    from orchestrators.prefect.flows import ingest_task
+
+    policy = replace(kit.policy(), unit_retries=3, retry_delay_seconds=2, retry_backoff=3.0)
+    task = ingest_task("flights", policy)
+    assert (task.retries, task.retry_delay_seconds) == (3, [2, 6, 18])
+    assert task.retry_jitter_factor is None  # Prefect adds no jitter of its own
+
+    with pytest.raises(ConfigError, match=r"^prefect cannot honour \[orchestration\] unit_retries"):
+        ingest_task("flights", replace(policy, unit_retries=51))
+    with pytest.raises(ConfigError, match=r"^prefect cannot honour \[orchestration\] schedule"):
+        ingest_task("flights", replace(policy, schedule="monthly please"))
 
 
 def test_backfill_months_and_deployment_choice() -> None:
     from core.kit import RunRequest
     from orchestrators.prefect.deploy import deployment_for
-    from orchestrators.prefect.flows import month_range
+    from orchestrators.prefect.flows import backfill_months
 
-    assert month_range("2012-11", "2013-02") == ["2012-11", "2012-12", "2013-01", "2013-02"]
-    with pytest.raises(ConfigError):
-        month_range("2013-03", "2013-01")
+    assert backfill_months("2012-11", "2013-02") == ["2012-11", "2012-12", "2013-01", "2013-02"]
+    with pytest.raises(ConfigError, match="holds no month"):
+        backfill_months("2013-03", "2013-01")
     name, params = deployment_for(RunRequest("prefect", partitions=("2013-02", "2013-01")))
     assert (name, params["start"], params["end"]) == (
         "quartet-backfill/backfill",
@@ -94,7 +106,7 @@ def test_lineage_equals_canonical(quartet_home) -> None:
 
 
 def test_dbt_node_task_runs_can_share_the_flow_context() -> None:
-    """``flows.node_task_runs_share_flow_context`` replaces two names prefect-dbt imported from
+    """``levers.node_task_runs_share_flow_context`` replaces two names prefect-dbt imported from
     Prefect: an upgrade of prefect-dbt that renames or stops using them must fail here rather than
     quietly make every node's task run rebuild its settings and clients again (ADR 0008)."""
     import inspect
@@ -102,7 +114,7 @@ def test_dbt_node_task_runs_can_share_the_flow_context() -> None:
     from prefect.context import hydrated_context, serialize_context
     from prefect_dbt.core import _tracker, runner
 
-    from orchestrators.prefect.flows import node_task_runs_share_flow_context
+    from orchestrators.prefect.levers import node_task_runs_share_flow_context
 
     assert runner.serialize_context is serialize_context
     assert _tracker.hydrated_context is hydrated_context
@@ -112,3 +124,21 @@ def test_dbt_node_task_runs_can_share_the_flow_context() -> None:
     )
     with node_task_runs_share_flow_context():  # outside a flow run: changes nothing
         assert _tracker.hydrated_context is hydrated_context
+
+
+def test_quartet_stock_turns_every_lever_off(monkeypatch) -> None:
+    """QUARTET_STOCK=1: Prefect's own worker poll and server start-up, prefect-dbt untouched."""
+    from core.settings import STOCK_ENV
+    from orchestrators.prefect import levers
+
+    for name in (
+        "PREFECT_SERVER_REGISTER_BLOCKS_ON_START",
+        "PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    assert levers.worker_env() == {"PREFECT_WORKER_QUERY_SECONDS": "1"}
+
+    monkeypatch.setenv(STOCK_ENV, "1")
+    assert levers.worker_env() == {}
+    levers.ephemeral_server_without_block_catalog()
+    assert "PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION" not in os.environ

@@ -91,7 +91,7 @@ def state_history(run_id) -> list[str]:
 def test_up_registers_everything_on_postgres(deployed, postgres_server) -> None:
     import psycopg2
 
-    from core import postgres
+    from lab import postgres
 
     status = json.loads(quartet("status", NAME, "--json", env=deployed_env()).stdout)
     assert {"server", "worker"} <= set(status) and all(s["ready"] for s in status.values())
@@ -163,7 +163,7 @@ def run_triggered_by_new_data(deployed, as_of: str):
     from prefect.deployments import run_deployment
     from prefect.variables import Variable
 
-    from core.source_api import api_status, set_clock
+    from core.source_service import api_status, set_clock
     from orchestrators.prefect import WATERMARK_VARIABLE
 
     url, token = deployed.source_api()
@@ -400,7 +400,7 @@ def test_nothing_listens_beyond_loopback_and_secrets_need_the_credential(
 def test_token_stays_out_of_logs_and_metadata(deployed, source_api) -> None:
     import psycopg2
 
-    from core import postgres
+    from lab import postgres
 
     for log in settings.log_dir(NAME).glob("*.log"):
         assert source_api.token not in log.read_text(errors="replace"), log

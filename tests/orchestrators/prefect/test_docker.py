@@ -26,7 +26,7 @@ def test_compose_services_match_quartet_up(quartet_home, monkeypatch) -> None:
     for name, service in local.items():
         command = services[name]["command"]
         if name == "source-api":
-            assert command[:3] == ["python", "-m", "core.source_api"] == [
+            assert command[:3] == ["python", "-m", "source_api"] == [
                 "python", *service.argv[1:3]
             ]  # fmt: skip
         else:  # the same Prefect command and flags; only the addresses differ

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from core import postgres, settings
-from core.fingerprint import fingerprint
+from core import settings
 from core.lineage import canonical
+from lab import postgres
+from lab.fingerprint import fingerprint
 from orchestrators.prefect import NAME, WAREHOUSE_LIMIT
 from tests.helpers import (
     JANUARY,

@@ -18,7 +18,7 @@ import pytest
 
 from core import kit, lineage, settings
 from core.net import free_port
-from core.source_api import SourceAPIConfig, set_clock, start_process
+from core.source_service import SourceAPIConfig, set_clock, start_process
 from orchestrators.prefect import NEW_DATA_EVENT
 from tests.browser import chromium_page, missing_texts, screenshot
 from tests.helpers import STOP_BOUND, assert_loopback_only, assert_token_on_no_command_line
@@ -78,8 +78,8 @@ def ui(tmp_path: Path):
         QUARTET_HOME=str(tmp_path),
         SOURCE_API_URL=api_url,
         SOURCE_API_TOKEN=settings.DEV_API_TOKEN,
-        # each poll is a flow-run process of its own (~3 s to start); on a loaded machine polls
-        # every 5 s outran their own exits and piled up (56 processes at a load of 55)
+        # each poll is a flow-run process of its own: on a loaded machine, polls much shorter
+        # than a process's start outran their own exits and piled up
         QUARTET_PREFECT_WATCH_SECONDS="20",
     )
     log = tmp_path / "ui.log"
