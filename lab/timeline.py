@@ -120,7 +120,7 @@ def read_records(name: str, home: Path) -> dict:
         [
             str(settings.venv_python(name)),
             "-m",
-            f"orchestrators.{name}.timeline",
+            f"orchestrators.{name}.harness.timeline",
             "--home",
             str(home),
         ],
@@ -132,7 +132,7 @@ def read_records(name: str, home: Path) -> dict:
     )
     if result.returncode:
         raise RuntimeError(
-            f"orchestrators.{name}.timeline failed ({result.returncode}):\n{result.stderr[-3000:]}"
+            f"orchestrators.{name}.harness.timeline failed ({result.returncode}):\n{result.stderr[-3000:]}"
         )
     # the JSON is the last line: an orchestrator may say something on stdout before it
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -1,11 +1,11 @@
 """The command line every orchestrator adapter shares: ``python -m orchestrators.<name> VERB``.
 
-An adapter package follows one file plan and hands its package name to :func:`adapter_main`;
-this module parses and validates the flags once, for all four, then calls the adapter's module
-for the verb:
+An adapter package keeps the files a user of its orchestrator writes at its top and the kit's
+file plan in ``harness/``; it hands its package name to :func:`adapter_main`, which parses and
+validates the flags once, for all four, then calls the harness module for the verb:
 
 =============  ==================================  ==========================================
-verb           adapter module and function        what it does
+verb           ``harness.`` module and function    what it does
 =============  ==================================  ==========================================
 run            ``run.run(request)``                dev-mode run, the orchestrator's local path
 run --deployed ``deploy.submit(request)``          a run submitted to the running services
@@ -118,7 +118,8 @@ def parser(name: str) -> argparse.ArgumentParser:
 
 
 def _module(package: str, name: str):
-    return importlib.import_module(f"{package}.{name}")
+    """The adapter's harness module for a verb: ``orchestrators.<name>.harness.<module>``."""
+    return importlib.import_module(f"{package}.harness.{name}")
 
 
 def adapter_main(
@@ -216,6 +217,6 @@ def _deploy_module(package: str, name: str):
     try:
         return _module(package, "deploy")
     except ModuleNotFoundError as exc:
-        if exc.name != f"{package}.deploy":
+        if exc.name != f"{package}.harness.deploy":
             raise
         raise NotDeployed(f"{name} has no deployed mode yet") from None

@@ -1,7 +1,7 @@
 """Quartet on Airflow 3: the shared dlt + dbt pipeline as task DAGs (see README.md, ADR 0007).
 
 Names shared by the DAG file, the entrypoint and the tests live here; nothing here imports
-Airflow, so the environment can be configured (:mod:`orchestrators.airflow.environment`)
+Airflow, so the environment can be configured (:mod:`orchestrators.airflow.harness.environment`)
 before Airflow reads its configuration.
 """
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrators.airflow import PIPELINE_DAG, environment
+from orchestrators.airflow import PIPELINE_DAG
+from orchestrators.airflow.harness import environment
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -78,7 +78,7 @@ def test_every_table_is_an_asset_and_marts_schedule_a_dag(pipeline_dag, dag_bag)
 
 
 def test_lineage_equals_canonical(pipeline_dag):
-    from orchestrators.airflow.lineage import declared_graph
+    from orchestrators.airflow.harness.lineage import declared_graph
 
     assert canonical().difference(declared_graph(pipeline_dag)) == []
 
@@ -187,7 +187,7 @@ def test_a_policy_airflow_cannot_honour_is_refused_by_name(heartbeat):
 
 
 def test_progress_names_each_task_as_a_unit():
-    from orchestrators.airflow.run import unit_of
+    from orchestrators.airflow.harness.run import unit_of
 
     assert unit_of("ingest.flights") == ("ingest", "flights")
     assert unit_of("dbt.stg_flights_model_build") == ("dbt", "stg_flights")
@@ -200,7 +200,7 @@ def test_a_second_dev_run_waits_for_the_first_naming_it(capsys):
     import os
     import threading
 
-    from orchestrators.airflow.run import one_dev_run_at_a_time
+    from orchestrators.airflow.harness.run import one_dev_run_at_a_time
 
     inside, leave, leaving = threading.Event(), threading.Event(), threading.Event()
 

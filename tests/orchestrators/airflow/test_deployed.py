@@ -62,7 +62,7 @@ def deployed(quartet_home: Path, bare_january):
     up = airflow("up")
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        from orchestrators.airflow import deploy
+        from orchestrators.airflow.harness import deploy
 
         yield deploy
     finally:
@@ -132,7 +132,7 @@ def rest_triggered_run(deployed, api) -> dict:
 def run_graph(page, deployed, run_id: str):
     """Log into the api-server's UI as the simple auth manager's admin, open the run's page and
     show the DAG's graph with every task group expanded; returns the graph's nodes."""
-    from orchestrators.airflow import environment
+    from orchestrators.airflow.harness import environment
 
     ui = f"http://127.0.0.1:{deployed.ports().api}"
     page.goto(f"{ui}/dags/{PIPELINE_DAG}")

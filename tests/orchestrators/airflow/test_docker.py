@@ -20,7 +20,7 @@ def compose() -> dict:
 
 @pytest.fixture
 def local_topology(quartet_home, monkeypatch: pytest.MonkeyPatch):
-    from orchestrators.airflow import deploy
+    from orchestrators.airflow.harness import deploy
 
     # as a user's `quartet up` runs it: its own source API (an earlier test may have set one)
     monkeypatch.delenv(settings.SOURCE_API_URL_ENV, raising=False)

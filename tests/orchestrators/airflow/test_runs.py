@@ -16,8 +16,9 @@ import pytest
 
 from core import pipeline, settings, warehouse
 from lab.fingerprint import diff, fingerprint
-from orchestrators.airflow import NAME, PIPELINE_DAG, WAREHOUSE_POOL, environment
-from orchestrators.airflow.run import failures, load_dag, run_once, unit_lines, unit_of
+from orchestrators.airflow import NAME, PIPELINE_DAG, WAREHOUSE_POOL
+from orchestrators.airflow.harness import environment
+from orchestrators.airflow.harness.run import failures, load_dag, run_once, unit_lines, unit_of
 from tests.helpers import JANUARY, assert_same_as_bare, months_loaded
 from tests.helpers import fresh_warehouse as wipe_warehouse
 

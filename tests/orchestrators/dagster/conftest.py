@@ -15,7 +15,8 @@ import pytest
 @pytest.fixture(scope="session")
 def dagster_project(quartet_home: Path):
     """The adapter's modules, imported inside the test home."""
-    from orchestrators.dagster import definitions, project, run
+    from orchestrators.dagster import definitions, project
+    from orchestrators.dagster.harness import run
 
     run.use_dagster_home()
     return run, definitions.defs, project

@@ -35,7 +35,7 @@ def test_definitions_load_with_the_pipeline_jobs_schedule_and_sensors(dagster_pr
 
 
 def test_lineage_equals_the_canonical_graph(dagster_project):
-    from orchestrators.dagster.lineage import declared_graph
+    from orchestrators.dagster.harness.lineage import declared_graph
 
     _, defs, _ = dagster_project
     assert canonical().difference(declared_graph(defs)) == []
@@ -148,8 +148,8 @@ def test_the_monthly_schedule_runs_the_month_that_ended(dagster_project):
 
 def test_a_partition_run_covers_its_months_only(dagster_project):
     """``--partition 2013-02`` loads February alone; a range its months; no partition, one load."""
+    from orchestrators.dagster.harness.run import partition_tags
     from orchestrators.dagster.partitions import MONTHLY, run_windows
-    from orchestrators.dagster.run import partition_tags
 
     windows = []
 
@@ -212,7 +212,8 @@ def test_quartet_stock_turns_every_lever_off(monkeypatch, tmp_path):
     """QUARTET_STOCK=1 leaves Dagster's stock idiom: stock resources, Dagster's own defaults."""
     from dagster_dbt import DbtCliResource
 
-    from orchestrators.dagster import deploy, levers
+    from orchestrators.dagster import levers
+    from orchestrators.dagster.harness import deploy
 
     monkeypatch.setenv(settings.STOCK_ENV, "1")
     assert not levers.on()

@@ -56,7 +56,7 @@ def deployed(quartet_home, postgres_server, tmp_path_factory, bare_january):
     up_seconds = time.monotonic() - started
     try:
         assert done.returncode == 0, done.stdout + done.stderr
-        from orchestrators.dagster import deploy
+        from orchestrators.dagster.harness import deploy
 
         state = deploy._deployment(create=False)
         with deploy.deployed_instance(state) as instance:
@@ -164,7 +164,7 @@ def test_a_run_worker_killed_mid_ingestion_is_retried_to_bare(deployed, bare_jan
     import dagster as dg
 
     deploy, state, instance, _ = deployed
-    from orchestrators.dagster.run import run_worker_pid
+    from orchestrators.dagster.harness.run import run_worker_pid
 
     warehouse = fresh_warehouse("dagster")
     run_id = deploy.submit_run(state, JANUARY)

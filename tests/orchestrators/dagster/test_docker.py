@@ -13,7 +13,7 @@ DOCKER = settings.REPO_ROOT / "docker" / "dagster"
 
 
 def test_compose_runs_the_services_and_settings_of_quartet_up(quartet_home, monkeypatch):
-    from orchestrators.dagster import deploy
+    from orchestrators.dagster.harness import deploy
 
     # docker/dagster/ is the tuned deployment: compared with `quartet up`'s, levers on
     monkeypatch.delenv(settings.STOCK_ENV, raising=False)

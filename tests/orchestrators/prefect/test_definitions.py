@@ -80,8 +80,8 @@ def test_the_policy_is_followed_or_refused_by_name() -> None:
 
 def test_backfill_months_and_deployment_choice() -> None:
     from core.kit import RunRequest
-    from orchestrators.prefect.deploy import deployment_for
     from orchestrators.prefect.flows import backfill_months
+    from orchestrators.prefect.harness.deploy import deployment_for
 
     assert backfill_months("2012-11", "2013-02") == ["2012-11", "2012-12", "2013-01", "2013-02"]
     with pytest.raises(ConfigError, match="holds no month"):
@@ -97,7 +97,7 @@ def test_backfill_months_and_deployment_choice() -> None:
 
 
 def test_lineage_equals_canonical(quartet_home) -> None:
-    from orchestrators.prefect.lineage import declared_graph
+    from orchestrators.prefect.harness.lineage import declared_graph
 
     declared = declared_graph()
     assert lineage.canonical().difference(declared) == []

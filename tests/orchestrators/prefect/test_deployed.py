@@ -48,7 +48,7 @@ def deployed(source_api, postgres_server, quartet_home):
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-        from orchestrators.prefect import deploy
+        from orchestrators.prefect.harness import deploy
 
         # this process talks to the deployed server from here on, signed in (Prefect read its
         # settings when it was imported: the environment alone would not reach it)

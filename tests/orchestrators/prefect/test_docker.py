@@ -13,7 +13,7 @@ DOCKER = settings.REPO_ROOT / "docker" / "prefect"
 
 
 def test_compose_services_match_quartet_up(quartet_home, monkeypatch) -> None:
-    from orchestrators.prefect import deploy
+    from orchestrators.prefect.harness import deploy
 
     monkeypatch.delenv(settings.SOURCE_API_URL_ENV, raising=False)
     local = {

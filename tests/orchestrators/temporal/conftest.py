@@ -14,8 +14,8 @@ import pytest
 
 from core.kit import exit_process
 from core.net import free_port
-from orchestrators.temporal.deploy import temporal_server as server_service
-from orchestrators.temporal.run import Server
+from orchestrators.temporal.harness.deploy import temporal_server as server_service
+from orchestrators.temporal.harness.run import Server
 
 _SESSION = pytest.StashKey[pytest.Session]()
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from temporalio.client import Client, WorkflowHandle
 
 from orchestrators.temporal.activities import PipelineActivities
-from orchestrators.temporal.run import Server, connect
+from orchestrators.temporal.harness.run import Server, connect
 from orchestrators.temporal.worker import workers
 
 

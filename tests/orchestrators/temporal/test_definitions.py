@@ -36,9 +36,9 @@ from orchestrators.temporal.activities import (
     PlanInput,
     application_error,
 )
-from orchestrators.temporal.lineage import declared_graph
+from orchestrators.temporal.harness.lineage import declared_graph
+from orchestrators.temporal.harness.run import connect
 from orchestrators.temporal.plan import ModelStep, Plan, build_plan
-from orchestrators.temporal.run import connect
 from orchestrators.temporal.starter import ensure_schedule, placement, workflow_input
 from orchestrators.temporal.workflows import (
     PipelineInput,
@@ -342,7 +342,7 @@ def test_a_failing_test_blocks_only_downstream_and_reports_in_cores_words(tempor
 def test_follow_prints_each_unit_once_in_the_order_units_ended(monkeypatch) -> None:
     """The ``progress`` query's answer reaches the CLI with its keys sorted (the SDK's JSON
     converter): the follower orders by each unit's end rank, so a model follows its parents."""
-    from orchestrators.temporal import run
+    from orchestrators.temporal.harness import run
     from orchestrators.temporal.workflows import Unit
 
     first = {  # alphabetical, as the converter hands it over; stg_airports ended first

@@ -34,8 +34,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from core import lineage, settings
 from core.source_service import set_clock
 from lab.fingerprint import diff, fingerprint
-from orchestrators.temporal import deploy
-from orchestrators.temporal.run import connect
+from orchestrators.temporal.harness import deploy
+from orchestrators.temporal.harness.run import connect
 from orchestrators.temporal.starter import (
     SCHEDULE_ID,
     WATCHER_ID,

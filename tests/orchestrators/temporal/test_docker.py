@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from core import settings
-from orchestrators.temporal import deploy
+from orchestrators.temporal.harness import deploy
 
 STACK = settings.REPO_ROOT / "docker" / "temporal"
 

@@ -20,7 +20,7 @@ from temporal_helpers import activity_runs
 from temporalio.api.enums.v1 import PendingActivityState
 
 from core import settings
-from orchestrators.temporal.run import connect
+from orchestrators.temporal.harness.run import connect
 from orchestrators.temporal.starter import placement, start
 from orchestrators.temporal.workflows import PipelineInput
 from tests.helpers import JANUARY, assert_same_as_bare, expected

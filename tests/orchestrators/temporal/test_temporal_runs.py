@@ -23,7 +23,7 @@ from core.source_service import SourceAPIConfig, api_status, running_source_api,
 from lab import postgres
 from lab.fingerprint import diff, fingerprint
 from orchestrators.temporal import TASK_QUEUE
-from orchestrators.temporal.run import connect
+from orchestrators.temporal.harness.run import connect
 from orchestrators.temporal.starter import (
     ensure_schedule,
     placement,

@@ -18,8 +18,9 @@ import urllib.parse
 from core import kit, settings
 from core.kit import UiRequest, progress
 from core.net import free_port
-from orchestrators.airflow import NAME, PIPELINE_DAG, environment
-from orchestrators.airflow.environment import SERVICES, USER, Ports
+from orchestrators.airflow import NAME, PIPELINE_DAG
+from orchestrators.airflow.harness import environment
+from orchestrators.airflow.harness.environment import SERVICES, USER, Ports
 
 
 def has_finished_run() -> bool:
@@ -50,7 +51,7 @@ def links(url: str, run_id: str | None) -> list[tuple[str, str, str]]:
 
 
 def serve(request: UiRequest) -> None:
-    from orchestrators.airflow.run import (
+    from orchestrators.airflow.harness.run import (
         CHATTY_LOGGERS,
         followed_run,
         one_dev_run_at_a_time,

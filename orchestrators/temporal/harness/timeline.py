@@ -2,7 +2,7 @@
 
 A dev-mode run starts a dev server on the home's SQLite file (``.quartet/temporal/temporal.db``)
 and stops it at the end; the history stays in the file. ``python -m
-orchestrators.temporal.timeline --home H`` starts the dev server on that file again (the same
+orchestrators.temporal.harness.timeline --home H`` starts the dev server on that file again (the same
 ``dev_server`` as ``quartet run temporal``, stopped before it returns), reads the newest
 PipelineWorkflow's history and prints JSON: the workflow's start and close, and one unit per
 ingestion or dbt activity, from ActivityTaskStarted to ActivityTaskCompleted (with the time it
@@ -23,7 +23,7 @@ UNITS = {"ingest_resource": ("resource", "ingest"), "build_model": ("model", "db
 async def read(address: str) -> dict:
     from temporalio.api.enums.v1 import EventType
 
-    from orchestrators.temporal.run import connect
+    from orchestrators.temporal.harness.run import connect
 
     client = await connect(address)
     executions = [e async for e in client.list_workflows("WorkflowType = 'PipelineWorkflow'")]
@@ -63,9 +63,9 @@ async def read(address: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    reader_home(argv, prog="python -m orchestrators.temporal.timeline")
+    reader_home(argv, prog="python -m orchestrators.temporal.harness.timeline")
 
-    from orchestrators.temporal.run import dev_server
+    from orchestrators.temporal.harness.run import dev_server
 
     with dev_server() as server:
         found = asyncio.run(read(server.address))

@@ -29,8 +29,8 @@ def serve(request: UiRequest) -> None:
     port = request.port or DEFAULT_UI_PORT
     if free_port(port) != port:
         raise RunFailed(f"port {port} is taken; pass --port")
-    from orchestrators.prefect.deploy import server_service
-    from orchestrators.prefect.run import LOGGERS
+    from orchestrators.prefect.harness.deploy import server_service
+    from orchestrators.prefect.harness.run import LOGGERS
 
     home = kit.home(NAME)
     server = server_service(port, home=home)

@@ -1,6 +1,6 @@
 """The last dev-mode run's units as Dagster's event log recorded them (``lab/timeline.py``).
 
-``python -m orchestrators.dagster.timeline --home H`` opens the dev-mode instance of the
+``python -m orchestrators.dagster.harness.timeline --home H`` opens the dev-mode instance of the
 QUARTET_HOME ``H`` (``.quartet/dagster/home``, SQLite storage that outlives the run) and prints
 JSON: the run's start and end (its run record) and one unit per ingestion step and per dbt node.
 
@@ -104,11 +104,11 @@ def units_of(instance, run_id: str) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    home = reader_home(argv, prog="python -m orchestrators.dagster.timeline")
+    home = reader_home(argv, prog="python -m orchestrators.dagster.harness.timeline")
 
     import dagster as dg
 
-    from orchestrators.dagster.run import use_dagster_home
+    from orchestrators.dagster.harness.run import use_dagster_home
 
     use_dagster_home()
     with dg.DagsterInstance.get() as instance:

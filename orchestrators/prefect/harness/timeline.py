@@ -2,7 +2,7 @@
 
 A dev-mode run talks to Prefect's ephemeral API: a server process started for the run and stopped
 with it. The server goes, its records stay: they are in the SQLite database under PREFECT_HOME
-(``.quartet/prefect/home/prefect.db``). ``python -m orchestrators.prefect.timeline --home H``
+(``.quartet/prefect/home/prefect.db``). ``python -m orchestrators.prefect.harness.timeline --home H``
 reads them with Prefect's own server models (no server is started) and prints JSON: the newest
 ``quartet-pipeline`` flow run's start and end, and one unit per task run inside it (``ingest
 <resource>``, then ``model <name>`` / ``test <name>`` from prefect-dbt), with its start_time and
@@ -76,7 +76,7 @@ async def read() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    reader_home(argv, prog="python -m orchestrators.prefect.timeline")
+    reader_home(argv, prog="python -m orchestrators.prefect.harness.timeline")
 
     from orchestrators.prefect import configure
 

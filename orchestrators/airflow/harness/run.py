@@ -26,7 +26,8 @@ import pluggy
 from core import kit, settings, warehouse
 from core.ingestion import month_start
 from core.kit import RunFailed, RunRequest, progress
-from orchestrators.airflow import DAGS_FOLDER, NAME, PIPELINE_DAG, environment, levers
+from orchestrators.airflow import DAGS_FOLDER, NAME, PIPELINE_DAG, levers
+from orchestrators.airflow.harness import environment
 
 CHATTY_LOGGERS = ("airflow", "airflow.task", "cosmos", "dlt", "sqlalchemy", "alembic")
 #: ``airflow.listeners.hookimpl`` itself (a pluggy marker of the project "airflow"), made here:

@@ -72,7 +72,7 @@ def dagster_home() -> Path:
     config = home / "dagster.yaml"
     why = "every ingestion unit at once" if PARALLEL_WRITERS else "one writer at a time on DuckDB"
     text = (
-        "# Written by orchestrators/dagster/run.py (generated state, gitignored)\n"
+        "# Written by orchestrators/dagster/harness/run.py (generated state, gitignored)\n"
         "telemetry:\n  enabled: false\n"
         "nux:\n  enabled: false  # no 'Join the Dagster community' dialog over the UI\n"
         "concurrency:\n"

@@ -1,6 +1,6 @@
 """The last dev-mode run's units as Airflow's metadata DB recorded them (``lab/timeline.py``).
 
-``python -m orchestrators.airflow.timeline --home H`` points Airflow at the dev-mode home of the
+``python -m orchestrators.airflow.harness.timeline --home H`` points Airflow at the dev-mode home of the
 QUARTET_HOME ``H`` (``.quartet/airflow/home/airflow.db``, SQLite that ``dag.test()`` wrote and
 that outlives the run) and prints JSON: the newest ``quartet_pipeline`` DAG run's start and end
 and one unit per task instance (its ``start_date`` and ``end_date``).
@@ -15,16 +15,17 @@ from lab.timeline import reader_home
 
 
 def main(argv: list[str] | None = None) -> int:
-    reader_home(argv, prog="python -m orchestrators.airflow.timeline")
+    reader_home(argv, prog="python -m orchestrators.airflow.harness.timeline")
 
-    from orchestrators.airflow import PIPELINE_DAG, environment
+    from orchestrators.airflow import PIPELINE_DAG
+    from orchestrators.airflow.harness import environment
 
     environment.configure()  # before Airflow reads its configuration
 
     from airflow.models import DagRun, TaskInstance
     from airflow.utils.session import create_session
 
-    from orchestrators.airflow.run import unit_of
+    from orchestrators.airflow.harness.run import unit_of
 
     with create_session() as session:
         dag_run = (

@@ -8,14 +8,14 @@ import asyncio
 from core import kit, settings
 from core.kit import progress
 from orchestrators.temporal import PIPELINE, TASK_QUEUE, WAREHOUSE_TASK_QUEUE
-from orchestrators.temporal.run import Server, dev_server
+from orchestrators.temporal.harness.run import Server, dev_server
 from orchestrators.temporal.starter import SCHEDULE_ID
 from orchestrators.temporal.worker import GRACEFUL_STOP
 
 
 async def _serve(request: kit.UiRequest, server: Server, url: str, token: str) -> None:
     from orchestrators.temporal.activities import PipelineActivities
-    from orchestrators.temporal.run import connect, follow
+    from orchestrators.temporal.harness.run import connect, follow
     from orchestrators.temporal.starter import ensure_schedule, start, start_watcher, workflow_input
     from orchestrators.temporal.worker import workers
 

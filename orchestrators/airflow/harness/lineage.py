@@ -22,7 +22,7 @@ def node_id(asset) -> str:
 
 
 def declared_graph(dag=None) -> Graph:
-    from orchestrators.airflow.run import load_dag
+    from orchestrators.airflow.harness.run import load_dag
 
     if dag is None:
         with contextlib.redirect_stdout(sys.stderr):  # Airflow's parsing logs go to stdout

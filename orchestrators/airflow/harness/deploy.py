@@ -27,8 +27,9 @@ from core import kit, settings
 from core.ingestion import months_between
 from core.kit import RunFailed, RunRequest, Service, Topology, progress
 from core.net import free_port
-from orchestrators.airflow import NAME, PIPELINE_DAG, WAREHOUSE_POOL, environment, levers
-from orchestrators.airflow.environment import USER, Ports
+from orchestrators.airflow import NAME, PIPELINE_DAG, WAREHOUSE_POOL, levers
+from orchestrators.airflow.harness import environment
+from orchestrators.airflow.harness.environment import USER, Ports
 
 FINISHED = {"success", "failed"}
 TASK_DONE = {"success", "failed", "upstream_failed", "skipped", "removed"}
@@ -292,7 +293,7 @@ def follow(client: Api, run_id: str, dag_id: str = PIPELINE_DAG) -> dict:
     base = f"/api/v2/dags/{dag_id}/dagRuns/{quoted}"
     reported: set[tuple[str, int]] = set()
     from core.lineage import canonical
-    from orchestrators.airflow.run import SOURCE_TESTS, source_tests, unit_of
+    from orchestrators.airflow.harness.run import SOURCE_TESTS, source_tests, unit_of
 
     #: a model's task runs the dbt tests attached to it (canonical rule of core.lineage); its
     #: success means they all passed
@@ -372,6 +373,6 @@ def submit(request: RunRequest) -> None:
             f"run {run_id} succeeded in {time.monotonic() - started:.1f}s; its task logs: "
             f"{home() / 'logs' / f'dag_id={PIPELINE_DAG}' / f'run_id={run_id}'}",
         )
-    from orchestrators.airflow.run import shown
+    from orchestrators.airflow.harness.run import shown
 
     progress.say(NAME, f"done -> {shown(settings.for_pipeline(NAME, export=False).location)}")

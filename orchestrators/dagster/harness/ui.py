@@ -69,7 +69,12 @@ def deep_links(url: str, instance: dg.DagsterInstance) -> list[str]:
 
 
 def serve(request: UiRequest) -> None:
-    from orchestrators.dagster.run import CHATTY_LOGGERS, execute, stdout_to, use_dagster_home
+    from orchestrators.dagster.harness.run import (
+        CHATTY_LOGGERS,
+        execute,
+        stdout_to,
+        use_dagster_home,
+    )
 
     home = use_dagster_home()
     port = free_port(request.port or DEFAULT_PORT)

@@ -73,7 +73,7 @@ def instance_yaml() -> str:
         else ""
     )
     return f"""\
-# Written by `quartet up dagster` (orchestrators/dagster/deploy.py); generated state, gitignored.
+# Written by `quartet up dagster` (orchestrators/dagster/harness/deploy.py); generated state, gitignored.
 telemetry:
   enabled: false
 nux:
@@ -277,7 +277,7 @@ def up() -> None:
 
     topology(state).up(POLICY.healthy_timeout_seconds)
     start_automation(state)
-    from orchestrators.dagster.run import release_dead_runs
+    from orchestrators.dagster.harness.run import release_dead_runs
 
     with deployed_instance(state) as instance:  # runs a stopped code server took with it
         release_dead_runs(instance, lambda m: progress.say(NAME, m))
@@ -369,7 +369,7 @@ def deployed_instance(state: dict) -> dg.DagsterInstance:
 def submit_run(state: dict, as_of: str | None, partitions: Iterable[str] = ()) -> str:
     """One run of ``full_pipeline`` through the GraphQL API; returns its run id."""
     from orchestrators.dagster.automation import as_of_config
-    from orchestrators.dagster.run import partition_tags
+    from orchestrators.dagster.harness.run import partition_tags
 
     return client(state).submit_job_execution(
         JOB,
@@ -443,7 +443,12 @@ def follow(
     retry it (``dagster/will_retry``: a lost run worker), follows the retry run.
     """
     from orchestrators.dagster.definitions import defs
-    from orchestrators.dagster.run import Progress, checks_per_asset, failure_summary, log_event
+    from orchestrators.dagster.harness.run import (
+        Progress,
+        checks_per_asset,
+        failure_summary,
+        log_event,
+    )
 
     gql = client(state)
     job = defs.resolve_job_def(JOB)
@@ -522,7 +527,7 @@ def _retries_left(instance: dg.DagsterInstance, run: dg.DagsterRun) -> int:
 
 def submit(request: RunRequest) -> None:
     """``quartet run dagster --deployed``: submit through the GraphQL API, follow, succeed."""
-    from orchestrators.dagster.run import CHATTY_LOGGERS
+    from orchestrators.dagster.harness.run import CHATTY_LOGGERS
 
     state = _running_state()
     say = lambda line: print(line, flush=True)  # noqa: E731

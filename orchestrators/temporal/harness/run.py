@@ -38,7 +38,7 @@ class Server:
 @contextlib.contextmanager
 def dev_server(*, ui_port: int | None = None, ui: bool = False) -> Iterator[Server]:
     """The server for a dev-mode command (see the module's docstring); stopped when it ends."""
-    from orchestrators.temporal.deploy import UI_PORT, temporal_server
+    from orchestrators.temporal.harness.deploy import UI_PORT, temporal_server
 
     if os.environ.get(ADDRESS_ENV):
         yield Server(os.environ[ADDRESS_ENV], os.environ.get(UI_URL_ENV))

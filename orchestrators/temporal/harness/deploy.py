@@ -151,7 +151,7 @@ def topology(*, choose: bool = False) -> kit.Topology:
 
 def up() -> None:
     """Start what is not running; return when every service is healthy and the schedule is on."""
-    from orchestrators.temporal.run import connect
+    from orchestrators.temporal.harness.run import connect
     from orchestrators.temporal.starter import ensure_schedule, start_watcher
 
     topology(choose=True).up(kit.policy().healthy_timeout_seconds)
@@ -183,7 +183,7 @@ def status() -> dict[str, dict]:
 
 def submit(request: kit.RunRequest) -> None:
     """Start the run through the Temporal client on the running server and follow it."""
-    from orchestrators.temporal.run import connect, follow
+    from orchestrators.temporal.harness.run import connect, follow
     from orchestrators.temporal.starter import start, workflow_input
 
     if not os.environ.get(ADDRESS_ENV) and not listens(address()):

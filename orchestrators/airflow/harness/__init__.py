@@ -1,0 +1,2 @@
+"""How Quartet runs, shows, deploys and times Airflow: the adapter kit's file plan (run, ui,
+lineage, deploy, timeline), behind the files a user of Airflow writes."""

@@ -1,0 +1,1 @@
+"""The fake adapter's harness: the kit's file plan."""
