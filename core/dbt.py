@@ -79,7 +79,7 @@ def _base_args(target_dir: Path, log_dir: Path) -> list[str]:
 
 
 def _invoke(args: list[str], callbacks: list[Callable] | None = None, manifest=None):
-    from dbt.cli.main import dbtRunner  # dbt import costs ~4 s: only when dbt runs
+    from dbt.cli.main import dbtRunner  # dbt's import is heavy: only when dbt runs
 
     os.environ.setdefault(settings.WAREHOUSE_ENV, str(settings.warehouse_dir() / "_parse.duckdb"))
     os.environ.update(
@@ -198,9 +198,9 @@ def warm_up(pipeline: settings.PipelineSettings) -> None:
     into the pipeline's target dir, as the build runs it.
 
     For a process with nothing else to do meanwhile (the bare run's dbt process, while the
-    pipeline ingests): besides the import (~1.2 s), dbt's first parse in a process builds the JSON
+    pipeline ingests): besides the import, dbt's first parse in a process builds the JSON
     schemas it validates the profile and project with and generates the code that reads and
-    writes its manifest (~1 s of CPU, once per process); the build's own parse then reads the
+    writes its manifest (CPU paid once per process); the build's own parse then reads the
     partial parse this one wrote. Output goes to dbt's log file only: a project that does not
     parse fails the build, which reports it.
     """
@@ -289,7 +289,7 @@ def _build(args: list[str], parse_args: list[str], callbacks: list[Callable]):
         # no manifest.json, run_results.json or graph.gpickle per build: the manifest would be the
         # kept one again, and the run results of one model are overwritten by the next model's
         # build (the per-node results reach the caller through the callbacks). Measured: 13
-        # one-model builds 20% less CPU (5.1 -> 4.1 s)
+        # one-model builds less CPU (ADR 0009, docs/benchmarks.md)
         result = _invoke([*args, "--no-write-json"], callbacks, manifest=_PARSED.get(parse_args))
         if result.exception is not None:  # dbt stopped part-way: the Manifest may be half-updated
             _PARSED.drop()

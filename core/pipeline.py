@@ -374,10 +374,9 @@ class _DbtProcess:
     The process imports dbt and parses the project (:func:`core.dbt.warm_up`) while this one
     starts the API and ingests, then runs :func:`transform` each time it is asked and sends back
     its log lines and its result, or its error. Two processes, because one would serialize the
-    two: dbt's import and first parse are ~2.5 s of pure Python, and on a thread of this process
-    they waited for the GIL that ingestion's Python holds, so the thread saved nothing (measured,
-    full year, alternating: 8.74 s without it, 8.71 s with it; in a process: see
-    docs/benchmarks.md). Spawned, not forked: this process may have threads by then.
+    two: dbt's import and first parse are pure Python, and on a thread of this process they
+    waited for the GIL that ingestion's Python holds, so a thread saved nothing (ADR 0020; the
+    figures in docs/benchmarks.md). Spawned, not forked: this process may have threads by then.
     """
 
     def __init__(self, name: str) -> None:
@@ -423,7 +422,7 @@ def _dbt_process(name: str, conn) -> None:
             conn.send(("done", transform(name, log=lambda line: conn.send(("log", line)))))
         except Exception as exc:
             conn.send(("error", exc))
-    from core.kit import exit_process  # the parent waits for this end: no teardown (0.5-0.7 s)
+    from core.kit import exit_process  # the parent waits for this end: no teardown
 
     exit_process(0)
 
@@ -463,7 +462,7 @@ def run(
                     parallel=parallel,
                 )  # fmt: skip
                 if run_window is windows[-1]:
-                    api.close()  # not needed by the last build (at scale 10: 375 MB of the peak)
+                    api.close()  # not needed by the last build (a large share of the peak memory)
                 builds.transform(log)
     finally:
         builds.close()

@@ -236,8 +236,8 @@ def _read_ahead(pages: Iterator[Any]) -> Iterator[Any]:
 
     One page ahead, no more: while dlt filters and writes page N, the API builds page N+1 and
     pyarrow parses it (both outside the GIL). The pages stay in order and a page's error (HTTP,
-    a malformed record) is raised where that page would have been yielded. Measured on the full
-    year, alternating, quiet machine: dlt's extract step 2.3-2.4 s -> 1.8-1.9 s.
+    a malformed record) is raised where that page would have been yielded. What it saves of dlt's
+    extract step: ADR 0020 and docs/benchmarks.md.
     """
     from concurrent.futures import ThreadPoolExecutor
 

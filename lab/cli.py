@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def entrypoint() -> NoReturn:
     """The ``quartet`` command: :func:`main`, then the process ends without the interpreter's
-    teardown (``exit_process``: 0.5 s of a bare run, spent freeing what the process is about to
+    teardown (``exit_process``: time of a bare run spent freeing what the process is about to
     drop anyway)."""
     signals.exit_process(main())
 

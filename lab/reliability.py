@@ -464,7 +464,7 @@ SUITE_CASES = (
     "kill-9",
 )
 
-#: each orchestrator's kill point in the suite: one each (an orchestrator's case costs 30-150 s),
+#: each orchestrator's kill point in the suite: one each (an orchestrator's case costs minutes),
 #: rotated so that the four together cover dlt's extract, normalize and load and the dbt build.
 #: The earliest point goes to the slowest orchestrator (Airflow), where the kill comes soonest
 SUITE_KILL_POINTS = {

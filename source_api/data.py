@@ -289,7 +289,7 @@ def published_store(scale: int = 1) -> Path:
 
 
 def load(scale: int = 1) -> dict[str, Table]:
-    """Every resource's published records (built into the store on first use: ~2 s for scale 1)."""
+    """Every resource's published records (built into the store on first use, then read)."""
     path = published_store(scale)
     con = duckdb.connect(str(path), read_only=True)
     con.execute("set memory_limit = '256MB'")

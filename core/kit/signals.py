@@ -77,10 +77,10 @@ def exit_process(code: int) -> NoReturn:
     """End this process with ``code`` once its work is done: exit handlers run, the interpreter's
     teardown does not.
 
-    The teardown's last garbage collection walks every object the imports made; with dbt, dlt,
-    pyarrow and DuckDB loaded it took 0.55 s of a full-year bare run's ~11 s (measured
-    alternating: `python -c "import dbt.cli.main, dlt, pyarrow, duckdb"` 2.1-2.2 s, the same
-    with ``os._exit(0)`` 1.6 s). Nothing is lost by skipping it: every resource of a command is
+    The teardown's last garbage collection walks every object the imports made, a noticeable
+    share of a bare run with dbt, dlt, pyarrow and DuckDB loaded (ADR 0020, docs/benchmarks.md),
+    and with them loaded DuckDB's extension module may report its types as "leaked" while Python
+    frees them on the way out. Nothing is lost by skipping it: every resource of a command is
     released by its own ``with`` block before this point, and the exit handlers libraries
     registered (logging's flush, dlt's telemetry, dbt-duckdb's connections, weakref finalizers
     such as temporary directories) still run here, in their usual order.

@@ -26,7 +26,7 @@ from core.kit import Service
 from orchestrators.airflow import DAGS_FOLDER, NAME, SOURCE_API_CONN, WAREHOUSE_POOL, levers
 
 USER = "admin"
-#: each slot of the LocalExecutor pre-forks a worker process (~180 MB each): keep it small
+#: each slot of the LocalExecutor pre-forks a worker process (memory each): keep it small
 PARALLELISM = 2
 SOURCE_API_CONN_ENV = f"AIRFLOW_CONN_{SOURCE_API_CONN.upper()}"
 
