@@ -197,7 +197,7 @@ def topology(state: dict) -> kit.Topology:
                 argv=[
                     sys.executable,
                     "-m",
-                    "core.source_service",
+                    "source_api",
                     *argv,
                 ],
                 log=logs / "source-api.log",
