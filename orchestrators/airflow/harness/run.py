@@ -83,6 +83,9 @@ def run_once(dag, *, as_of: str | None = None, partition: str | None = None):
     """One in-process ``dag.test()`` run; returns the finished DagRun. A partition run's logical
     date is the month's start, so the run is that month's data interval, like a backfill's."""
     logical_date = datetime.combine(month_start(partition), time(), UTC) if partition else None
+    # the tasks run in this process: dbt (through Cosmos) reads its profile from its environment,
+    # so it is set for this run's warehouse here, where the orchestrator takes over
+    settings.export_dbt_env(settings.for_pipeline(NAME))
     with levers.frozen_heap():
         return dag.test(
             logical_date=logical_date, run_conf={"as_of": as_of, "partition": partition}
