@@ -30,7 +30,7 @@ from pathlib import Path
 
 from core import kit, settings
 from core.ingestion import months_between
-from core.kit import NotDeployed, RunFailed, RunRequest, Service, Topology
+from core.kit import NotDeployed, RunFailed, RunRequest, Service, Topology, progress
 from core.net import free_port
 from orchestrators.prefect import (
     CLIENT_AUTH_ENV,
@@ -238,7 +238,7 @@ def up() -> None:
     top.up(policy.healthy_timeout_seconds, log=lambda m: print(m, flush=True))
     _use_server()
     register()
-    kit.progress.say(
+    progress.say(
         NAME,
         f"up in {time.monotonic() - started:.1f}s: UI {api_url().removesuffix('/api')}, "
         f"pool {POOL}, deployments registered",
@@ -361,7 +361,7 @@ def submit(request: RunRequest) -> None:
     started = time.monotonic()
     flow_run = run_deployment(name, parameters=parameters, timeout=0, as_subflow=False)
     ui = api_url().removesuffix("/api")
-    kit.progress.say(NAME, f"submitted {name} ({request.label}): {ui}/runs/flow-run/{flow_run.id}")
+    progress.say(NAME, f"submitted {name} ({request.label}): {ui}/runs/flow-run/{flow_run.id}")
     state = follow(flow_run.id)
     seconds = time.monotonic() - started
     if not state.is_completed():
@@ -369,7 +369,7 @@ def submit(request: RunRequest) -> None:
             f"flow run {flow_run.id} of {name} ended {state.type.value}: {state.message} "
             f"(logs: {ui}/runs/flow-run/{flow_run.id}, worker log {kit.log_dir(NAME)}/worker.log)"
         )
-    kit.progress.say(NAME, f"run {flow_run.id} succeeded in {seconds:.1f}s")
+    progress.say(NAME, f"run {flow_run.id} succeeded in {seconds:.1f}s")
 
 
 def follow(flow_run_id, *, say=print):
