@@ -14,7 +14,8 @@ import sys
 
 import pytest
 
-from lab import postgres, settings
+from core import settings
+from lab import postgres
 from lab.fingerprint import describe_diffs, diff, fingerprint
 
 YEAR_END = "2013-12-31"

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import pytest
 
-from lab import reliability, settings
+from core import settings
+from lab import reliability
 from tests.helpers import own_source_api
 
 
