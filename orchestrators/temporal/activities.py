@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import gc
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -123,6 +124,10 @@ class PipelineActivities:
                     config=config,
                     log=activity.logger.info,
                 )
+            # dlt's normalize process pool leaves semaphores in reference cycles: collected here,
+            # their finalizers run in this thread, not in a later workflow activation, where the
+            # sandbox refuses the imports they make (and every log line they would then write)
+            gc.collect()
         return IngestOutput(
             resource=request.resource,
             rows_fetched=result.rows_fetched.get(request.resource, 0),
