@@ -202,6 +202,10 @@ def topology(database_url: str | None = None) -> Topology:
                 CLIENT_AUTH_ENV: auth_string(),
                 settings.SOURCE_API_URL_ENV: source_api_url(ports),
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                # a restarting server (a supervisor bringing it back) must not fail the runs in
+                # flight: their client retries a lost connection with backoff, twice Prefect's
+                # default number of times, enough for a restart on a busy machine
+                "PREFECT_CLIENT_MAX_RETRIES": "10",
                 **levers.worker_env(),  # its poll for scheduled runs
             },
         )
