@@ -140,9 +140,9 @@ def export_dbt_env(pipeline: PipelineSettings) -> PipelineSettings:
     return pipeline
 
 
-def for_pipeline(name: str) -> PipelineSettings:
-    """Settings for pipeline ``name``: a value; nothing is set in the environment (dbt's profile
-    reads it: :func:`export_dbt_env`, which core.dbt calls where dbt runs)."""
+def for_pipeline(name: str, *, export: bool = True) -> PipelineSettings:
+    """Settings for pipeline ``name``; ``export`` also sets dbt's profile environment
+    (:func:`export_dbt_env`)."""
     if name not in PIPELINE_NAMES and not name.replace("_", "").isalnum():
         raise ValueError(f"invalid pipeline name {name!r}")
     warehouse = warehouse_dir() / f"{name}.duckdb"
@@ -156,7 +156,7 @@ def for_pipeline(name: str) -> PipelineSettings:
         dbt_log_dir=root / "dbt" / "logs",
         warehouse_url=warehouse_url(),
     )
-    return settings
+    return export_dbt_env(settings) if export else settings
 
 
 def duckdb_memory_env() -> dict[str, str]:

@@ -27,7 +27,7 @@ START, END = (
     for month in (CONFIG.partitions_from, CONFIG.partitions_to)
 )
 # the configured warehouse (a DuckDB file, or QUARTET_WAREHOUSE_URL), where dbt's profile reads it
-PIPELINE = settings.export_dbt_env(settings.for_pipeline(NAME))
+PIPELINE = settings.export_dbt_env(settings.for_pipeline(NAME, export=False))
 
 # -- paths and profile ----------------------------------------------------------------------
 PROJECT = ProjectConfig(

@@ -38,7 +38,7 @@ RESOURCES = CONFIG.resources
 
 
 def pattern_warehouse(pattern: str) -> settings.PipelineSettings:
-    return settings.for_pipeline(f"dagster_{pattern}")
+    return settings.for_pipeline(f"dagster_{pattern}", export=False)
 
 
 def _pipeline(pattern: str) -> dlt.Pipeline:

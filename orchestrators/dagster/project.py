@@ -15,7 +15,7 @@ from orchestrators.dagster.policy import honoured
 
 NAME = "dagster"
 # dbt's profile (transform/profiles.yml) reads the warehouse from the environment
-PIPELINE = settings.export_dbt_env(settings.for_pipeline(NAME))
+PIPELINE = settings.export_dbt_env(settings.for_pipeline(NAME, export=False))
 CONFIG = load_config()
 #: [orchestration]: refused here, by field, when Dagster cannot follow it (policy.py)
 POLICY = honoured(kit.policy())

@@ -21,8 +21,8 @@ def test_one_setting_drives_the_warehouse_path_for_dlt_and_dbt(quartet_home, mon
     pipeline = settings.for_pipeline("prefect")
     assert pipeline.warehouse == quartet_home / "warehouse" / "prefect.duckdb"
     assert pipeline.warehouse.is_absolute()
-    assert settings.WAREHOUSE_ENV not in os.environ  # a value: nothing set until dbt runs
-    settings.export_dbt_env(pipeline)
+    import os
+
     assert os.environ[settings.WAREHOUSE_ENV] == str(pipeline.warehouse)  # what profiles.yml reads
     assert "env_var('QUARTET_WAREHOUSE')" in (settings.TRANSFORM_DIR / "profiles.yml").read_text()
     assert pipeline.pipelines_dir.is_relative_to(settings.state_dir())
@@ -186,13 +186,13 @@ def test_units_loading_at_once_share_one_dlt_environment():
 
 
 def test_settings_are_values_until_dbt_runs(monkeypatch):
-    """for_pipeline() changes no environment; dbt_env() says what dbt will read."""
+    """for_pipeline(export=False) changes no environment; dbt_env() says what dbt will read."""
     before = dict(os.environ)
-    pipeline = settings.for_pipeline("bare")
+    pipeline = settings.for_pipeline("bare", export=False)
     assert dict(os.environ) == before
     env = pipeline.dbt_env()
     assert env[settings.WAREHOUSE_ENV] == str(pipeline.warehouse)
     assert env[settings.DBT_TARGET_ENV] == "duckdb"
     monkeypatch.setenv(settings.WAREHOUSE_URL_ENV, "postgresql://u:p%40ss@127.0.0.1:5433/w")
-    pg = settings.for_pipeline("bare").dbt_env()
+    pg = settings.for_pipeline("bare", export=False).dbt_env()
     assert pg["QUARTET_PG_PASSWORD"] == "p@ss" and pg["QUARTET_PG_DBNAME"] == "w"
