@@ -36,12 +36,20 @@ PROJECT = ProjectConfig(
     project_name="quartet",
     install_dbt_deps=False,  # the project has no packages (dbt's hub is not reached)
 )
-PROFILE = ProfileConfig(
-    profile_name="quartet",
-    # Cosmos passes --target: DuckDB, or postgres for a QUARTET_WAREHOUSE_URL
-    target_name=PIPELINE.dbt_env()[settings.DBT_TARGET_ENV],
-    profiles_yml_filepath=settings.TRANSFORM_DIR / "profiles.yml",
-)
+
+
+def profile() -> ProfileConfig:
+    """dbt's profile for the warehouse configured when a DAG file is parsed (this module is
+    imported once per process, a DAG file parsed again for every DagBag: a parse after
+    QUARTET_WAREHOUSE_URL changed must reach the new warehouse)."""
+    pipeline = settings.export_dbt_env(settings.for_pipeline(NAME, export=False))
+    return ProfileConfig(
+        profile_name="quartet",
+        # Cosmos passes --target: DuckDB, or postgres for a QUARTET_WAREHOUSE_URL
+        target_name=pipeline.dbt_env()[settings.DBT_TARGET_ENV],
+        profiles_yml_filepath=settings.TRANSFORM_DIR / "profiles.yml",
+    )
+
 
 # -- the policy every DAG's tasks share --------------------------------------------------------
 DEFAULT_ARGS = {
@@ -88,10 +96,11 @@ DBT_TASK_ARGS = {
 
 
 def transformation() -> DbtTaskGroup:
+    dbt_profile = profile()
     group = DbtTaskGroup(
         group_id="dbt",
         project_config=PROJECT,
-        profile_config=PROFILE,
+        profile_config=dbt_profile,
         execution_config=ExecutionConfig(
             execution_mode=ExecutionMode.LOCAL, invocation_mode=InvocationMode.DBT_RUNNER
         ),
@@ -110,7 +119,7 @@ def transformation() -> DbtTaskGroup:
             task_id="raw_sources_test",
             select=["source:*"],
             project_dir=str(settings.TRANSFORM_DIR),
-            profile_config=PROFILE,
+            profile_config=dbt_profile,
             invocation_mode=InvocationMode.DBT_RUNNER,
             inlets=list(assets.RAW.values()),
             emit_datasets=False,
