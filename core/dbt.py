@@ -1,4 +1,4 @@
-"""Running the dbt project (transform/) programmatically, and its prepared manifest.
+"""Running the project's dbt project (transform/ for nycflights) programmatically, and its prepared manifest.
 
 The manifest is prepared once (``dbt parse``) into ``.quartet/dbt-manifest/`` and re-prepared only
 when a file of the dbt project changes; the orchestrators read their graphs from it (Dagster's
@@ -29,9 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import settings
-from core.failures import DbtBuildError
+from core.failures import ConfigError, DbtBuildError
 
-PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "packages.yml")
+PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "packages.yml", "dependencies.yml")
+#: a project with packages gets ``dbt deps`` before its parse (local packages work offline)
+PACKAGE_FILES = ("packages.yml", "dependencies.yml")
 PROJECT_DIRS = ("models", "macros", "tests", "seeds", "snapshots", "analyses")
 
 
@@ -72,7 +74,7 @@ def project_fingerprint() -> str:
 def _base_args(target_dir: Path, log_dir: Path) -> list[str]:
     return [
         "--project-dir", str(settings.TRANSFORM_DIR),
-        "--profiles-dir", str(settings.TRANSFORM_DIR),
+        "--profiles-dir", str(settings.PROFILES_DIR),
         "--target-path", str(target_dir),
         "--log-path", str(log_dir),
     ]  # fmt: skip
@@ -173,15 +175,39 @@ def prepare_manifest(force: bool = False) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # several processes may prepare at once
         if not force and manifest.exists() and stamp.exists() and stamp.read_text() == current:
             return manifest
-        result = _invoke(["parse", "--quiet", *_base_args(target, target / "logs")])
-        if not result.success or not manifest.exists():
-            raise RuntimeError(f"dbt parse of {settings.TRANSFORM_DIR} failed: {result.exception}")
+        args = _base_args(target, target / "logs")
+        if any((settings.TRANSFORM_DIR / name).exists() for name in PACKAGE_FILES):
+            _checked(
+                _invoke(["deps", "--quiet", *args[:4], *args[6:]]), "dbt deps"
+            )  # local packages
+        _checked(_invoke(["parse", "--quiet", *args]), "dbt parse")
+        if not manifest.exists():
+            raise ConfigError(f"dbt parse of {settings.TRANSFORM_DIR} wrote no manifest")
         stamp.write_text(current)
     return manifest
 
 
+def _checked(result, what: str) -> None:
+    """A failed deps or parse stops the run before anything is ingested, with dbt's message."""
+    if not result.success:
+        reason = " ".join(str(result.exception or "see dbt's output above").split())
+        raise ConfigError(f"{what} of the dbt project {settings.TRANSFORM_DIR} failed: {reason}")
+
+
 def load_manifest() -> dict:
     return json.loads(prepare_manifest().read_text())
+
+
+def node_schemas(manifest: dict | None = None) -> list[str]:
+    """The schemas the project's models, seeds and snapshots land in, as dbt resolved them."""
+    manifest = manifest or load_manifest()
+    return sorted(
+        {
+            node["schema"]
+            for node in manifest["nodes"].values()
+            if node["resource_type"] in ("model", "seed", "snapshot")
+        }
+    )
 
 
 def seed_partial_parse(target_dir: Path) -> None:

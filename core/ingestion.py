@@ -78,15 +78,19 @@ class IngestionConfig:
     path: Path = field(default=settings.INGESTION_CONFIG, compare=False)
 
     def partitions(self) -> list[str]:
-        """All monthly partitions (``YYYY-MM``) of the configured range, in order."""
-        return months_between(self.partitions_from, self.partitions_to)
+        """Every partition of the project's range, in order (none without partitions)."""
+        from core import project
+
+        return project.current().partitions.keys()
 
     def clock_range(self) -> tuple[str, str]:
         """The first and last day ``--as-of`` may name: from the range's start to the end of its
-        last month (at scale N, the year is replicated N times into the following years)."""
-        year, month = parse_partition(self.partitions_to)
-        last = f"{year + self.scale - 1:04d}-{month:02d}"
-        return self.start, (month_start(next_month(last)) - dt.timedelta(days=1)).isoformat()
+        last partition (at scale N, the year is replicated N times into the following years)."""
+        from core import project
+
+        _, until = project.current().partitions.bounds(self.partitions_to)
+        end = dt.date.fromisoformat(until[:10]) - dt.timedelta(days=1)
+        return self.start, end.replace(year=end.year + self.scale - 1).isoformat()
 
     def runtime_env(
         self, resources: tuple[str, ...] | None = None, *, concurrent_units: bool = False
@@ -180,22 +184,16 @@ def load_config(path: Path | None = None) -> IngestionConfig:
                 f"ingestion config {path}: [{section}] {key} must be {kind.__name__}, got {value!r}"
             ) from None
 
-    from core.schema import RESOURCES
+    from core import project as projects
 
-    resources = tuple(get("source", "resources", list))
-    unknown = [r for r in resources if r not in RESOURCES]
-    if unknown or not resources:
-        raise ConfigError(
-            f"ingestion config {path}: [source] resources has unknown {unknown}; known: {list(RESOURCES)}"
-        )
-    as_of = get("range", "as_of", str) or None
+    project = projects.current()
     config = IngestionConfig(
-        resources=resources,
-        reference_resources=tuple(get("source", "reference_resources", list)),
-        start=parse_date("[range] start", get("range", "start", str)),
-        partitions_from=get("range", "partitions_from", str),
-        partitions_to=get("range", "partitions_to", str),
-        as_of=parse_date("[range] as_of", as_of) if as_of else None,
+        resources=project.resource_names,
+        reference_resources=project.reference_resources,
+        start=project.start or "",
+        partitions_from=project.partitions.first or "",
+        partitions_to=project.partitions.last or "",
+        as_of=project.as_of,
         page_size=get("performance", "page_size", int),
         extract_workers=get("performance", "extract_workers", int),
         normalize_workers=get("performance", "normalize_workers", int),
@@ -216,7 +214,6 @@ def load_config(path: Path | None = None) -> IngestionConfig:
         ),
         path=path,
     )
-    config.partitions()  # validates the partition range
     policy = config.orchestration
     for name, value in vars(policy).items():
         if isinstance(value, int | float) and (
@@ -247,16 +244,17 @@ class RunWindow:
 
     @property
     def since(self) -> str | None:
-        if not self.partition:
-            return None
-        year, month = parse_partition(self.partition)
-        return f"{year:04d}-{month:02d}-01T00:00:00"
+        """The partition's first instant (ISO), None without a partition."""
+        from core import project
+
+        return project.current().partitions.bounds(self.partition)[0] if self.partition else None
 
     @property
     def until(self) -> str | None:
-        if not self.partition:
-            return None
-        return f"{next_month(self.partition)}-01T00:00:00"
+        """The first instant after the partition (ISO), None without a partition."""
+        from core import project
+
+        return project.current().partitions.bounds(self.partition)[1] if self.partition else None
 
     def only(self, *resources: str) -> RunWindow:
         return replace(self, resources=tuple(resources))
@@ -270,14 +268,22 @@ def window(
     resources: tuple[str, ...] | None = None,
 ) -> RunWindow:
     """Validate the run's flags against the config and build its window."""
+    from core import project as projects
+
+    project = projects.current()
     if partition is not None:
-        parse_partition(partition)
+        project.partitions.parse(partition)
         if partition not in config.partitions():
             raise ConfigError(
                 f"partition {partition} is outside the configured range "
                 f"{config.partitions_from}..{config.partitions_to}"
             )
     if as_of is not None:
+        if not project.clock:
+            raise ConfigError(
+                f"--as-of {as_of}: the project {project.name} declares no clock for its source "
+                f"([time] clock in {project.path})"
+            )
         first, last = config.clock_range()
         if not first <= parse_date("--as-of", as_of) <= last:
             raise ConfigError(
@@ -288,7 +294,10 @@ def window(
     chosen = tuple(resources) if resources else config.resources
     unknown = [r for r in chosen if r not in config.resources]
     if unknown:
-        raise ConfigError(f"resources {unknown} are not enabled in {config.path}")
+        raise ConfigError(
+            f"resources {unknown} are not declared in {project.path} "
+            f"(it declares {list(project.resource_names)})"
+        )
     return RunWindow(
         resources=chosen,
         as_of=parse_date("--as-of", as_of) if as_of else config.as_of,

@@ -84,9 +84,11 @@ class Graph:
         if title:
             lines.insert(0, f"%% {title}")
         ids = {node: node.replace(".", "_") for node in self.nodes}
-        for layer in ("raw", *settings.DBT_SCHEMAS):
-            if layer not in layers:
-                continue
+        order = {node: rank for rank, node in enumerate(self.order())}
+        # raw first, then each layer where its first node comes in dependency order
+        for layer in sorted(
+            layers, key=lambda name: (name != "raw", min(order[n] for n in layers[name]))
+        ):
             lines.append(f"  subgraph {layer}")
             for node in layers[layer]:
                 count = len(self.tests.get(node, ()))
@@ -99,14 +101,10 @@ class Graph:
 
 
 def raw_tables() -> list[str]:
-    """Tables the dlt source declares (one per enabled resource), from its schema."""
-    from core.ingestion import load_config, window
-    from core.source import flights_source
+    """The raw tables: one per resource the project declares (dlt names the table after it)."""
+    from core import project
 
-    config = load_config()
-    source = flights_source(config, window(config), base_url="http://unused", token="unused")
-    schema = source.discover_schema()
-    return sorted(t for t in schema.data_table_names() if not t.startswith("_dlt"))
+    return sorted(project.current().resource_names)
 
 
 def dbt_node_id(manifest: dict, unique_id: str) -> str:
@@ -125,12 +123,13 @@ def canonical(manifest: dict | None = None) -> Graph:
     tables = raw_tables()
     for table in tables:
         graph.nodes[f"{settings.RAW_SCHEMA}.{table}"] = "raw"
-    for source in manifest["sources"].values():
+    for source in manifest["sources"].values():  # joined to the dlt tables by relation
         table = source["identifier"] or source["name"]
-        if table not in tables:
+        if source["schema"] != settings.RAW_SCHEMA or table not in tables:
             raise ValueError(
-                f"dbt source {source['source_name']}.{source['name']} reads raw.{table}, "
-                f"which the dlt source does not load (it loads {tables})"
+                f"dbt source {source['source_name']}.{source['name']} reads "
+                f"{source['schema']}.{table}, which the dlt source does not load (it loads "
+                f"{', '.join(f'{settings.RAW_SCHEMA}.{t}' for t in tables)})"
             )
     for _unique_id, node in manifest["nodes"].items():
         if node["resource_type"] != "model":

@@ -24,7 +24,6 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from core import dbt, failures, settings, warehouse
 from core.failures import IngestionError
 from core.ingestion import IngestionConfig, RunWindow, load_config, window
-from core.source import flights_source
 
 Log = Callable[[str], None]
 
@@ -246,6 +245,27 @@ def _what_was_loaded(location, before: dict[str, int]) -> str:
     )
 
 
+def source_for(
+    run_window: RunWindow, *, base_url: str | None, token: str | None, config: IngestionConfig
+):
+    """The project's dlt source for one window (its factory, core.project.SourceFactory)."""
+    from core import project
+
+    return project.source(
+        project.SourceRequest(
+            project=project.current(),
+            resources=run_window.resources,
+            since=run_window.since,
+            until=run_window.until,
+            partition=run_window.partition,
+            as_of=run_window.as_of,
+            base_url=base_url,
+            token=token,
+            page_size=config.page_size,
+        )
+    )
+
+
 def ingest(
     name: str,
     run_window: RunWindow,
@@ -268,7 +288,7 @@ def ingest(
     with warehouse.writer_lock(location, purpose=f"{name} ingest"):
         warehouse.check_connection(location)
         before = warehouse.table_counts(location, (settings.RAW_SCHEMA,))
-        source = flights_source(config, run_window, base_url=base_url, token=token)
+        source = source_for(run_window, base_url=base_url, token=token, config=config)
         progress = pause_point(run_window.resources)
         p = settle_pending(dlt_pipeline(pipeline, unit, progress), pipeline, log=log)
         try:
@@ -361,11 +381,33 @@ def _ingest_units(
 
 
 def _describe(run_window: RunWindow) -> str:
+    from core import project
+
     parts = []
     if run_window.partition:
         parts.append(f"partition {run_window.partition}")
-    parts.append(f"as of {run_window.as_of}" if run_window.as_of else "as of latest")
-    return ", ".join(parts)
+    if project.current().clock:
+        parts.append(f"as of {run_window.as_of}" if run_window.as_of else "as of latest")
+    return ", ".join(parts) or "everything new"
+
+
+def describe_run(partitions: Sequence[str] | None, as_of: str | None) -> str:
+    """What a run loads, as its first line says it: the partitions and the clock, where the
+    project has them."""
+    from core import project
+
+    chosen = project.current()
+    if not chosen.partitions.enabled:
+        what = "everything the source has"
+    else:
+        what = (
+            ", ".join(partitions)
+            if partitions
+            else f"every {dict(monthly='month', daily='day')[chosen.partitions.scheme]}"
+        )
+    if chosen.clock:
+        what += f", as of {as_of or 'the latest publication'}"
+    return what
 
 
 class _DbtProcess:
@@ -449,8 +491,8 @@ def run(
     started = time.perf_counter()
     location = settings.for_pipeline(name).location
     warehouse.check_connection(location)  # a wrong URL fails before the API even starts
-    months = ", ".join(partitions) if partitions else "every month"
-    log(f"[{name}] run: {months}, as of {as_of or 'the latest publication'} -> {_shown(location)}")
+    dbt.prepare_manifest()  # a dbt project that does not parse fails now, before any load
+    log(f"[{name}] run: {describe_run(partitions, as_of)} -> {_shown(location)}")
     parallel = warehouse.allows_parallel_writers(location) and parallel_ingestion()
     builds = _DbtProcess(name)
     try:

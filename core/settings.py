@@ -4,7 +4,8 @@ Every path Quartet writes to is derived here from two roots:
 
 * ``QUARTET_HOME`` (default: the repository root) - where generated state lives
   (``warehouse/``, ``.quartet/``), all of it gitignored;
-* the repository itself (``transform/`` for the dbt project, ``core/ingestion.toml``).
+* the repository itself (``core/ingestion.toml``) and the project file (core.project: the dbt
+  project, ``transform/`` for nycflights).
 
 The warehouse of a run is ``$QUARTET_HOME/warehouse/<name>.duckdb``. :func:`for_pipeline`
 hands that absolute path to dlt, and :meth:`PipelineSettings.dbt_env` gives it to dbt's
@@ -19,19 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TRANSFORM_DIR = REPO_ROOT / "transform"
+#: the run's tuning (performance, retries, faults, scale, orchestration policy), for any project
 INGESTION_CONFIG = Path(__file__).resolve().parent / "ingestion.toml"
 
-#: environment variable read by transform/profiles.yml (and set by :func:`for_pipeline`)
+#: environment variable read by transform/profiles.yml (and set by :func:`export_dbt_env`)
 WAREHOUSE_ENV = "QUARTET_WAREHOUSE"
 SOURCE_API_URL_ENV = "SOURCE_API_URL"
 SOURCE_API_TOKEN_ENV = "SOURCE_API_TOKEN"
 ALERT_WEBHOOK_ENV = "ALERT_WEBHOOK_URL"
 #: a PostgreSQL warehouse (postgresql://user:pass@host:port/db) instead of warehouse/<name>.duckdb
 WAREHOUSE_URL_ENV = "QUARTET_WAREHOUSE_URL"
-#: DuckDB's memory limit for dbt's profile ([performance] duckdb_memory_limit), set by for_pipeline
+#: DuckDB's memory limit for dbt's profile ([performance] duckdb_memory_limit), set by export_dbt_env
 DUCKDB_MEMORY_ENV = "QUARTET_DUCKDB_MEMORY_LIMIT"
-#: dbt target chosen by transform/profiles.yml (duckdb or postgres), set by :func:`for_pipeline`
+#: dbt target chosen by transform/profiles.yml (duckdb or postgres), set by :func:`export_dbt_env`
 DBT_TARGET_ENV = "QUARTET_DBT_TARGET"
 
 #: QUARTET_STOCK=1 turns every adapter's speed levers off (each adapter's levers module): the
@@ -44,9 +45,24 @@ DEV_API_TOKEN = "quartet-dev-token"
 ORCHESTRATORS = ("dagster", "airflow", "prefect", "temporal")
 PIPELINE_NAMES = ("bare", *ORCHESTRATORS)
 
-#: dlt dataset (DuckDB schema) holding the raw layer; dbt schemas come from dbt_project.yml
-RAW_SCHEMA = "raw"
-DBT_SCHEMAS = ("staging", "intermediate", "marts")
+
+def __getattr__(name: str):
+    """What the chosen project declares (core.project), read where it is used:
+
+    * ``TRANSFORM_DIR``: its dbt project folder (``transform/`` for nycflights);
+    * ``PROFILES_DIR``: the folder of its dbt ``profiles.yml``;
+    * ``RAW_SCHEMA``: the dlt dataset (warehouse schema) of its raw layer.
+    """
+    from core import project
+
+    if name == "TRANSFORM_DIR":
+        return project.current().dbt_project_dir
+    if name == "PROFILES_DIR":
+        return project.current().dbt_profiles_dir
+    if name == "RAW_SCHEMA":
+        return project.current().raw_dataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Telemetry off everywhere (offline machine, and nobody asked to be counted).
 QUIET_ENV = {
@@ -69,14 +85,28 @@ def home() -> Path:
     return Path(os.environ.get("QUARTET_HOME", REPO_ROOT)).resolve()
 
 
+def _project_folder() -> str | None:
+    """Another project than the default keeps its warehouses and state in a folder of its own
+    (its name), so that its runs never touch nycflights' (None: the default project)."""
+    from core import project
+
+    chosen = project.path()
+    return None if chosen == project.DEFAULT_PROJECT else project.current().name
+
+
 def warehouse_dir() -> Path:
-    return home() / "warehouse"
+    """``warehouse/`` (the default project) or ``warehouse/<project>/``."""
+    folder = _project_folder()
+    return home() / "warehouse" / folder if folder else home() / "warehouse"
 
 
 def state_dir(of_home: Path | None = None) -> Path:
     """Gitignored root of generated state: dlt working dirs, dbt targets, orchestrator homes
-    (of this process's QUARTET_HOME, or of ``of_home``)."""
-    return (of_home or home()) / ".quartet"
+    (of this process's QUARTET_HOME, or of ``of_home``); ``.quartet/projects/<project>/`` for
+    another project than the default."""
+    folder = _project_folder()
+    root = (of_home or home()) / ".quartet"
+    return root / "projects" / folder if folder else root
 
 
 @dataclass(frozen=True)
@@ -140,9 +170,9 @@ def export_dbt_env(pipeline: PipelineSettings) -> PipelineSettings:
     return pipeline
 
 
-def for_pipeline(name: str, *, export: bool = True) -> PipelineSettings:
-    """Settings for pipeline ``name``; ``export`` also sets dbt's profile environment
-    (:func:`export_dbt_env`)."""
+def for_pipeline(name: str) -> PipelineSettings:
+    """Settings for pipeline ``name``: a value, read from the environment and changing none of
+    it (what dbt's profile reads is set where dbt runs: :func:`export_dbt_env`)."""
     if name not in PIPELINE_NAMES and not name.replace("_", "").isalnum():
         raise ValueError(f"invalid pipeline name {name!r}")
     warehouse = warehouse_dir() / f"{name}.duckdb"
@@ -156,7 +186,7 @@ def for_pipeline(name: str, *, export: bool = True) -> PipelineSettings:
         dbt_log_dir=root / "dbt" / "logs",
         warehouse_url=warehouse_url(),
     )
-    return export_dbt_env(settings) if export else settings
+    return settings
 
 
 def duckdb_memory_env() -> dict[str, str]:

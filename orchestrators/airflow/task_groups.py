@@ -15,7 +15,7 @@ from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, 
 from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
 from cosmos.operators.local import DbtTestLocalOperator
 
-from core import kit, settings
+from core import kit, project, settings
 from core.ingestion import load_config, month_start
 from orchestrators.airflow import NAME, WAREHOUSE_POOL, assets, tasks
 
@@ -27,14 +27,14 @@ START, END = (
     for month in (CONFIG.partitions_from, CONFIG.partitions_to)
 )
 # the configured warehouse (a DuckDB file, or QUARTET_WAREHOUSE_URL), where dbt's profile reads it
-PIPELINE = settings.export_dbt_env(settings.for_pipeline(NAME, export=False))
+PIPELINE = settings.export_dbt_env(settings.for_pipeline(NAME))
 
 # -- paths and profile ----------------------------------------------------------------------
 PROJECT = ProjectConfig(
     dbt_project_path=settings.TRANSFORM_DIR,
     manifest_path=assets.MANIFEST_PATH,
-    project_name="quartet",
-    install_dbt_deps=False,  # the project has no packages (dbt's hub is not reached)
+    project_name=project.current().dbt_project_name,
+    install_dbt_deps=False,  # core ran `dbt deps` when it prepared the manifest
 )
 
 
@@ -42,12 +42,12 @@ def profile() -> ProfileConfig:
     """dbt's profile for the warehouse configured when a DAG file is parsed (this module is
     imported once per process, a DAG file parsed again for every DagBag: a parse after
     QUARTET_WAREHOUSE_URL changed must reach the new warehouse)."""
-    pipeline = settings.export_dbt_env(settings.for_pipeline(NAME, export=False))
+    pipeline = settings.export_dbt_env(settings.for_pipeline(NAME))
     return ProfileConfig(
-        profile_name="quartet",
+        profile_name=project.current().dbt_profile,
         # Cosmos passes --target: DuckDB, or postgres for a QUARTET_WAREHOUSE_URL
         target_name=pipeline.dbt_env()[settings.DBT_TARGET_ENV],
-        profiles_yml_filepath=settings.TRANSFORM_DIR / "profiles.yml",
+        profiles_yml_filepath=settings.PROFILES_DIR / "profiles.yml",
     )
 
 

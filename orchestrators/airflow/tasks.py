@@ -149,12 +149,12 @@ def source_status() -> dict:
 
 def loaded_watermark() -> str | None:
     """The newest ``updated_at`` the warehouse has loaded (None before the first load)."""
-    return warehouse.loaded_watermark(settings.for_pipeline(NAME, export=False).location)
+    return warehouse.loaded_watermark(settings.for_pipeline(NAME).location)
 
 
 def mart_counts() -> dict[str, int]:
     """Rows of every mart table, printed to the task log."""
-    counts = warehouse.table_counts(settings.for_pipeline(NAME, export=False).location, ("marts",))
+    counts = warehouse.table_counts(settings.for_pipeline(NAME).location, ("marts",))
     for table, rows in counts.items():
         print(f"{table}: {rows:,} rows")
     return counts

@@ -34,8 +34,7 @@ from core import dbt as core_dbt
 from core import settings
 from core.failures import DbtBuildError
 from core.ingestion import window
-from core.pipeline import dlt_pipeline, ingest
-from core.source import flights_source
+from core.pipeline import dlt_pipeline, ingest, source_for
 from core.warehouse import writer_lock
 from orchestrators.dagster import levers
 from orchestrators.dagster.partitions import MONTHLY, run_windows
@@ -75,11 +74,11 @@ class RawTables(DagsterDltTranslator):
 
 def _ingestion_assets(resource: str) -> dg.AssetsDefinition:
     @dlt_assets(
-        dlt_source=flights_source(
-            CONFIG,
+        dlt_source=source_for(
             window(CONFIG, resources=(resource,)),
             base_url=_DECLARED_URL,
             token=_DECLARED_TOKEN,
+            config=CONFIG,
         ),
         dlt_pipeline=dlt_pipeline(PIPELINE),
         name=f"ingest_{resource}",

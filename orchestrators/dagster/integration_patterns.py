@@ -30,7 +30,7 @@ from dagster_dlt.translator import DltResourceTranslatorData
 from core import settings
 from core.ingestion import window
 from core.pipeline import dlt_pipeline
-from core.source import COLUMNS, PRIMARY_KEY, flights_source
+from core.source import COLUMNS, PRIMARY_KEY, flights_api_source
 from orchestrators.dagster.project import CONFIG
 from orchestrators.dagster.resources import ApiClock, SourceAPI, resources
 
@@ -38,7 +38,7 @@ RESOURCES = CONFIG.resources
 
 
 def pattern_warehouse(pattern: str) -> settings.PipelineSettings:
-    return settings.for_pipeline(f"dagster_{pattern}", export=False)
+    return settings.for_pipeline(f"dagster_{pattern}")
 
 
 def _pipeline(pattern: str) -> dlt.Pipeline:
@@ -57,7 +57,7 @@ def _specs(pattern: str) -> list[dg.AssetSpec]:
 def multi_asset_rest_api(
     context: dg.AssetExecutionContext, source_api: SourceAPI, api_clock: ApiClock
 ) -> Iterator[dg.MaterializeResult]:
-    source = flights_source(
+    source = flights_api_source(
         CONFIG, window(CONFIG, as_of=api_clock.as_of), source_api.url, source_api.token
     )
     info = _pipeline("multi_asset_rest_api").run(
@@ -82,7 +82,9 @@ class _PatternKeys(DagsterDltTranslator):
 
 
 @dlt_assets(
-    dlt_source=flights_source(CONFIG, window(CONFIG), "http://source-api.invalid", "at-run-time"),
+    dlt_source=flights_api_source(
+        CONFIG, window(CONFIG), "http://source-api.invalid", "at-run-time"
+    ),
     dlt_pipeline=_pipeline("dlt_assets_rest_api"),
     name="dlt_assets_rest_api",
     dagster_dlt_translator=_PatternKeys(),
@@ -93,7 +95,7 @@ def dlt_assets_rest_api(
     source_api: SourceAPI,
     api_clock: ApiClock,
 ) -> Iterator[Any]:
-    source = flights_source(
+    source = flights_api_source(
         CONFIG, window(CONFIG, as_of=api_clock.as_of), source_api.url, source_api.token
     )
     yield from dlt.run(context=context, dlt_source=source)

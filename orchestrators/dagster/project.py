@@ -15,7 +15,7 @@ from orchestrators.dagster.policy import honoured
 
 NAME = "dagster"
 # dbt's profile (transform/profiles.yml) reads the warehouse from the environment
-PIPELINE = settings.export_dbt_env(settings.for_pipeline(NAME, export=False))
+PIPELINE = settings.export_dbt_env(settings.for_pipeline(NAME))
 CONFIG = load_config()
 #: [orchestration]: refused here, by field, when Dagster cannot follow it (policy.py)
 POLICY = honoured(kit.policy())
@@ -25,7 +25,7 @@ POLICY = honoured(kit.policy())
 DBT_PROJECT = DbtProject(
     project_dir=settings.TRANSFORM_DIR,
     target_path=settings.manifest_path().parent,
-    profiles_dir=settings.TRANSFORM_DIR,
+    profiles_dir=settings.PROFILES_DIR,
 )
 
 #: the one concurrency pool every warehouse writer (dlt and dbt ops) claims

@@ -76,7 +76,7 @@ def ingestion(
 @flow(name="quartet-transformation", on_failure=[alert_on_failure])
 def transformation(select: list[str] | None = None) -> dict[str, int]:
     """``dbt build`` (models, data tests, unit tests in DAG order): one task run per dbt node."""
-    pipeline = settings.export_dbt_env(settings.for_pipeline(NAME, export=False))
+    pipeline = settings.export_dbt_env(settings.for_pipeline(NAME))
     dbt.prepare_manifest()
     levers.seed_dbt_parse(pipeline.dbt_target_dir)
     runner = PrefectDbtRunner(settings=dbt_settings(pipeline), raise_on_failure=False)
@@ -140,7 +140,7 @@ def ingest_resource(resource: str, as_of: str | None, partition: str | None) -> 
 def raw_asset(resource: str) -> Asset:
     """The raw table's asset, keyed as prefect-dbt keys the dbt source that reads it (the dbt
     adapter, and the relation's database: the DuckDB file's stem or the PostgreSQL database)."""
-    pipeline = settings.for_pipeline(NAME, export=False)
+    pipeline = settings.for_pipeline(NAME)
     adapter, database = "duckdb", pipeline.warehouse.stem
     if pipeline.warehouse_url:
         adapter, database = "postgres", urlsplit(pipeline.warehouse_url).path.strip("/")
@@ -172,7 +172,7 @@ def dbt_settings(pipeline: settings.PipelineSettings) -> PrefectDbtSettings:
     derives it from Prefect's, and PREFECT_LOGGING_LEVEL=WARNING is no dbt level ("warn")."""
     return PrefectDbtSettings(
         project_dir=settings.TRANSFORM_DIR,
-        profiles_dir=settings.TRANSFORM_DIR,
+        profiles_dir=settings.PROFILES_DIR,
         target_path=pipeline.dbt_target_dir,
         log_level=EventLevel.INFO,
     )

@@ -21,7 +21,7 @@ from orchestrators.prefect.policy import lease_seconds
 def writer_slots() -> int:
     """The size of the warehouse's writer limit: one slot per ingestion unit where the warehouse
     admits parallel writers (PostgreSQL), else one (DuckDB: one writer per file)."""
-    location = settings.for_pipeline(NAME, export=False).location
+    location = settings.for_pipeline(NAME).location
     return len(load_config().resources) if warehouse.allows_parallel_writers(location) else 1
 
 
@@ -54,7 +54,7 @@ def release_stale_slots(say=print) -> int:
     A warehouse that admits parallel writers (PostgreSQL) has no such lock (``writer_lock`` is a
     no-op there), so nothing proves a holder dead: its slots are left to their leases.
     """
-    location = settings.for_pipeline(NAME, export=False).location
+    location = settings.for_pipeline(NAME).location
     if warehouse.allows_parallel_writers(location):
         return 0
     with get_client(sync_client=True) as client:

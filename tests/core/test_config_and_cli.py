@@ -21,9 +21,8 @@ def test_one_setting_drives_the_warehouse_path_for_dlt_and_dbt(quartet_home, mon
     pipeline = settings.for_pipeline("prefect")
     assert pipeline.warehouse == quartet_home / "warehouse" / "prefect.duckdb"
     assert pipeline.warehouse.is_absolute()
-    import os
-
-    assert os.environ[settings.WAREHOUSE_ENV] == str(pipeline.warehouse)  # what profiles.yml reads
+    # what profiles.yml reads, given to dbt where it runs
+    assert pipeline.dbt_env()[settings.WAREHOUSE_ENV] == str(pipeline.warehouse)
     assert "env_var('QUARTET_WAREHOUSE')" in (settings.TRANSFORM_DIR / "profiles.yml").read_text()
     assert pipeline.pipelines_dir.is_relative_to(settings.state_dir())
 
@@ -42,7 +41,7 @@ def test_config_gives_the_twelve_months_of_2013():
         ({"as_of": "31/01/2013"}, "--as-of must be a date"),
         ({"as_of": "2099-01-01"}, r"outside the source's range 2013-01-01\.\.2013-12-31"),
         ({"as_of": "2012-12-31"}, r"outside the source's range 2013-01-01\.\.2013-12-31"),
-        ({"resources": ("passengers",)}, "not enabled"),
+        ({"resources": ("passengers",)}, "not declared"),
     ],
 )
 def test_bad_flags_are_named(flags, needle):
@@ -186,13 +185,13 @@ def test_units_loading_at_once_share_one_dlt_environment():
 
 
 def test_settings_are_values_until_dbt_runs(monkeypatch):
-    """for_pipeline(export=False) changes no environment; dbt_env() says what dbt will read."""
+    """for_pipeline() changes no environment; dbt_env() says what dbt will read."""
     before = dict(os.environ)
-    pipeline = settings.for_pipeline("bare", export=False)
+    pipeline = settings.for_pipeline("bare")
     assert dict(os.environ) == before
     env = pipeline.dbt_env()
     assert env[settings.WAREHOUSE_ENV] == str(pipeline.warehouse)
     assert env[settings.DBT_TARGET_ENV] == "duckdb"
     monkeypatch.setenv(settings.WAREHOUSE_URL_ENV, "postgresql://u:p%40ss@127.0.0.1:5433/w")
-    pg = settings.for_pipeline("bare", export=False).dbt_env()
+    pg = settings.for_pipeline("bare").dbt_env()
     assert pg["QUARTET_PG_PASSWORD"] == "p@ss" and pg["QUARTET_PG_DBNAME"] == "w"

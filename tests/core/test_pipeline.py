@@ -320,14 +320,16 @@ def test_a_package_left_by_a_killed_run_is_finished_then_the_asked_month_is_load
 ):
     """kill -9 after extract leaves an extracted package: finish it, then extract as asked."""
     from core.ingestion import load_config, window
-    from core.source import flights_source
+    from core.source import flights_api_source
 
     name, path, _ = loaded_january
     config = load_config()
     pipe = settings.for_pipeline(name)
     february = window(config, as_of="2013-03-31", partition="2013-02").only("flights")
     left = pipeline.dlt_pipeline(pipe)
-    left.extract(flights_source(config, february, base_url=source_api.url, token=source_api.token))
+    left.extract(
+        flights_api_source(config, february, base_url=source_api.url, token=source_api.token)
+    )
     assert left.has_pending_data  # what a run killed between extract and load leaves
 
     lines: list[str] = []

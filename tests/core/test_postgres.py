@@ -213,7 +213,7 @@ def test_duckdb_and_postgres_side_by_side_in_quartet_compare(pg_january, bare_ja
     from lab.compare import compare_all
 
     url, _ = pg_january
-    (tmp_path / "bare.duckdb").symlink_to(settings.for_pipeline("bare", export=False).warehouse)
+    (tmp_path / "bare.duckdb").symlink_to(settings.for_pipeline("bare").warehouse)
     report = compare_all(tmp_path, extra={"jan@pg": url}, discover=False)
     assert list(report.prints) == ["bare", "jan@pg"]
     assert "jan@pg" in report.render().splitlines()[0]

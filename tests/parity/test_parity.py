@@ -58,9 +58,7 @@ def january(source_api, quartet_home):
     """bare and the four, as of the end of January 2013, in a home of their own."""
     names = ("bare", *ORCHESTRATORS)
     run_at_once({name: ("--as-of", "2013-01-31") for name in names})
-    return {
-        name: fingerprint(settings.for_pipeline(name, export=False).warehouse) for name in names
-    }
+    return {name: fingerprint(settings.for_pipeline(name).warehouse) for name in names}
 
 
 @pytest.mark.parametrize("name", ORCHESTRATORS)
@@ -100,11 +98,9 @@ def test_full_year_every_orchestrator_converges_from_mid_year(
     monkeypatch.setenv("QUARTET_HOME", str(home))
     # bare's whole year beside the orchestrators' first half, then their second half
     run_at_once({"bare": ("--as-of", YEAR_END)} | {n: ("--as-of", MID_YEAR) for n in ORCHESTRATORS})
-    bare = fingerprint(settings.for_pipeline("bare", export=False).warehouse)
+    bare = fingerprint(settings.for_pipeline("bare").warehouse)
     assert bare.tables["marts.fct_flights"].rows == 336_776
-    warehouses = {
-        name: settings.for_pipeline(name, export=False).warehouse for name in ORCHESTRATORS
-    }
+    warehouses = {name: settings.for_pipeline(name).warehouse for name in ORCHESTRATORS}
     for name, warehouse in warehouses.items():
         assert fingerprint(warehouse).tables["marts.fct_flights"].rows < 336_776, name
     timings = run_at_once({name: ("--as-of", YEAR_END) for name in ORCHESTRATORS})

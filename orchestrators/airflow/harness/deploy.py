@@ -375,4 +375,4 @@ def submit(request: RunRequest) -> None:
         )
     from orchestrators.airflow.harness.run import shown
 
-    progress.say(NAME, f"done -> {shown(settings.for_pipeline(NAME, export=False).location)}")
+    progress.say(NAME, f"done -> {shown(settings.for_pipeline(NAME).location)}")

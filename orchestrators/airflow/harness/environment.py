@@ -81,7 +81,7 @@ def configure() -> Path:
     home = airflow_home()
     os.environ.update(airflow_env(home, f"sqlite:///{home / 'airflow.db'}"))
     # what dbt's profiles.yml reads, for dbt in this process and the services it starts
-    settings.export_dbt_env(settings.for_pipeline(NAME, export=False))
+    settings.export_dbt_env(settings.for_pipeline(NAME))
     return home
 
 
@@ -134,7 +134,7 @@ def writer_pool() -> dict:
     where it admits parallel writers (PostgreSQL), else one (DuckDB takes one writer)."""
     from core.ingestion import load_config
 
-    if warehouse.allows_parallel_writers(settings.for_pipeline(NAME, export=False).location):
+    if warehouse.allows_parallel_writers(settings.for_pipeline(NAME).location):
         slots = len(load_config().resources)
         description = "one slot per ingestion unit: the warehouse admits parallel writers"
     else:
@@ -189,7 +189,7 @@ def service_env(home: Path, ports: Ports, sql_alchemy_conn: str) -> dict[str, st
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(home)),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-        "QUARTET_WAREHOUSE": str(settings.for_pipeline(NAME, export=False).warehouse),
+        "QUARTET_WAREHOUSE": str(settings.for_pipeline(NAME).warehouse),
     }
 
 

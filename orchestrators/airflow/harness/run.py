@@ -279,7 +279,7 @@ def _run(request: RunRequest) -> None:
     checked(kit.policy())  # a field Airflow cannot honour: refused by name before anything starts
     log = progress.orchestrator_log(NAME, CHATTY_LOGGERS)
     environment.migrate_dev()
-    location = settings.for_pipeline(NAME, export=False).location
+    location = settings.for_pipeline(NAME).location
     with kit.source_api() as (url, token):
         environment.source_api_connection(url, token)
         dag = parsed_dag(log)

@@ -71,7 +71,7 @@ def serve(request: UiRequest) -> None:
         connection = environment.source_api_connection(api_url, token)
         if not has_finished_run():
             progress.say(NAME, f"recording a finished run to look at (as of {as_of})")
-            location = settings.for_pipeline(NAME, export=False).location
+            location = settings.for_pipeline(NAME).location
             with one_dev_run_at_a_time():
                 followed_run(parsed_dag(log), location, log, as_of=as_of, partition=None)
         env = {

@@ -549,7 +549,7 @@ def submit(request: RunRequest) -> None:
     progress.say(
         NAME,
         f"{label} succeeded in {time.monotonic() - started:.1f}s; warehouse: "
-        f"{settings.for_pipeline(NAME, export=False).warehouse}; the runs' event log: {log} "
+        f"{settings.for_pipeline(NAME).warehouse}; the runs' event log: {log} "
         f"(services' logs in {kit.log_dir(NAME)})",
     )
 

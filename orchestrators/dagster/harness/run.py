@@ -444,7 +444,7 @@ def run(request: RunRequest) -> None:
     say = lambda message: progress.say(NAME, message)  # noqa: E731
     log = progress.orchestrator_log(NAME, CHATTY_LOGGERS)
     levers.import_definitions_early(_import_definitions)
-    warehouse = _shown(settings.for_pipeline(NAME, export=False).location)
+    warehouse = _shown(settings.for_pipeline(NAME).location)
     with kit.source_api() as (url, token):
         os.environ[settings.SOURCE_API_URL_ENV] = url
         os.environ[settings.SOURCE_API_TOKEN_ENV] = token

@@ -33,7 +33,7 @@ def declared_graph() -> lineage.Graph:
 
     manifest = dbt.load_manifest()
     adapter = manifest["metadata"]["adapter_type"]
-    database = settings.for_pipeline(NAME, export=False).warehouse.stem
+    database = settings.for_pipeline(NAME).warehouse.stem
     nodes = {**manifest["nodes"], **manifest["sources"]}
 
     def asset_id(unique_id: str) -> str:

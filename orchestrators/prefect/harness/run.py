@@ -59,7 +59,7 @@ def run(request: RunRequest) -> None:
             f"flow run {state.state_details.flow_run_id} {state.type.value.lower()}: "
             f"{state.message}\n(the orchestrator's log: {log})"
         )
-    warehouse = mask(str(settings.for_pipeline(NAME, export=False).location))
+    warehouse = mask(str(settings.for_pipeline(NAME).location))
     progress.say(
         NAME,
         f"run {state.state_details.flow_run_id} succeeded in {time.perf_counter() - started:.1f}s "

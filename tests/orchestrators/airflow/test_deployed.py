@@ -280,7 +280,7 @@ def test_clearing_a_failed_dbt_task_reruns_only_it_and_its_downstream(deployed, 
     (with its downstream) through the REST API finishes the run; stg_weather is not re-run."""
     import duckdb
 
-    warehouse = settings.for_pipeline(NAME, export=False).warehouse
+    warehouse = settings.for_pipeline(NAME).warehouse
     with duckdb.connect(str(warehouse)) as con:  # one raw row gets an origin no airport has
         row_id, origin = con.execute("select id, origin from raw.flights limit 1").fetchone()
         con.execute("update raw.flights set origin = 'ZZZ' where id = ?", [row_id])

@@ -65,7 +65,7 @@ def january_on_postgres(postgres_server, bare_january, source_api):
 
     environment.source_api_connection(source_api.url, source_api.token)
     url = postgres.database_url("pgtest_airflow")
-    duckdb_file = settings.for_pipeline(NAME, export=False).warehouse
+    duckdb_file = settings.for_pipeline(NAME).warehouse
     duckdb_before = warehouse.table_counts(duckdb_file, (settings.RAW_SCHEMA,))
     with warehouse_at(url):
         slots = Pool.get_pool(WAREHOUSE_POOL).slots
@@ -173,7 +173,7 @@ def test_failing_dbt_test_fails_the_run_blocks_marts_and_alerts(
     terminal = Terminal()
     with (
         contextlib.redirect_stdout(terminal),
-        unit_lines(PIPELINE_DAG, settings.for_pipeline(NAME, export=False).location) as lines,
+        unit_lines(PIPELINE_DAG, settings.for_pipeline(NAME).location) as lines,
     ):
         dag_run = run_once(pipeline_dag, as_of=JANUARY)
         lines.not_run(dag_run)

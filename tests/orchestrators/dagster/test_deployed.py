@@ -324,7 +324,7 @@ def test_services_killed_and_restarted_lose_no_runs_and_no_warehouse_data(deploy
     finished = _succeeded_api_run(deploy, state, instance)  # an earlier test's run, if any
     runs_before = _run_statuses(deploy, state)
     assert runs_before[finished] == "SUCCESS"
-    warehouse = settings.for_pipeline("dagster", export=False).warehouse
+    warehouse = settings.for_pipeline("dagster").warehouse
     warehouse_before = fingerprint(warehouse)
     services = deploy.status()
     killed = {name: services[name]["pid"] for name in DAGSTER_SERVICES}

@@ -108,7 +108,7 @@ def rss_mb(pid: int) -> int:
 
 
 def warehouse() -> Path:
-    return settings.for_pipeline("temporal", export=False).warehouse
+    return settings.for_pipeline("temporal").warehouse
 
 
 def test_up_starts_the_server_and_two_workers_healthy_and_twice_is_harmless(deployed) -> None:

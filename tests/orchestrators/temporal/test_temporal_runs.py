@@ -43,7 +43,7 @@ WAREHOUSE_ACTIVITIES = {"ingest_resource", "build_model"}
 
 
 def warehouse() -> str:
-    return str(settings.for_pipeline("temporal", export=False).warehouse)
+    return str(settings.for_pipeline("temporal").warehouse)
 
 
 def overlapping(runs: list[dict]) -> list[tuple[dict, dict]]:
@@ -285,7 +285,7 @@ def test_killed_while_loading_flights_then_warehouse_deleted_rerun_equals_bare(
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
-    path = settings.for_pipeline("temporal", export=False).warehouse
+    path = settings.for_pipeline("temporal").warehouse
     for stale in (path, path.with_name(path.name + ".wal")):
         stale.unlink(missing_ok=True)
     rerun = subprocess.run(
