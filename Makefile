@@ -45,12 +45,15 @@ lane-%: FORCE
 # one tier after another, as a single lane (slower; for a machine with one core)
 test-serial: envs postgres browser lint test-fast test-core $(addprefix test-,$(ORCHESTRATORS)) test-parity leftovers
 
-# The fast tier (under 3 minutes): the kit, config and hygiene in core, and each orchestrator's
+# The fast tier (under 3 minutes): the kit, config and hygiene in core, every example project's
+# generic assertions and its own expectations, and each orchestrator's
 # definitions (they load, declare the canonical lineage; Temporal's workflow logic with mocked
 # activities in its time-skipping environment). `make test` runs it first, then everything else.
 FAST_CORE := tests/core/test_kit.py tests/core/test_config_and_cli.py tests/core/test_hygiene.py
+# every example project's generic assertions, and each example's own expectations (its folder)
+FAST_EXAMPLES := tests/projects $(wildcard examples/*/test_*.py)
 test-fast: envs
-	.venvs/base/bin/pytest -q $(FAST_CORE)
+	.venvs/base/bin/pytest -q $(FAST_CORE) $(FAST_EXAMPLES)
 	@for o in $(ORCHESTRATORS); do \
 		if [ -f tests/orchestrators/$$o/test_definitions.py ]; then \
 			.venvs/$$o/bin/pytest -q tests/orchestrators/$$o/test_definitions.py || exit 1; \

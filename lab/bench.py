@@ -221,8 +221,8 @@ def bench_source_api(repeat: int, page_size: int | None = None) -> int:
     import requests
 
     from core.ingestion import load_config
-    from core.source import parse_page
     from core.source_service import start_process
+    from examples.nycflights.source import parse_page
     from source_api.data import published_store, store_path
 
     page_size = page_size or load_config().page_size

@@ -77,8 +77,7 @@ class BuildModelOutput:
 
 @dataclass
 class SourceStatus:
-    as_of: str  # the API clock, e.g. 2013-01-31T23:59:59
-    watermark: str | None
+    as_of: str  # the source's newest publication, e.g. 2013-01-31T23:59:59
 
 
 @dataclass
@@ -163,12 +162,14 @@ class PipelineActivities:
 
     @activity.defn
     def source_status(self) -> SourceStatus:
-        """The source API's clock and watermark (what the watcher workflow polls)."""
-        from core.source_service import api_status
+        """The source's newest publication, from the project's freshness probe (what the
+        watcher workflow polls)."""
+        from core import project
 
+        probe = project.freshness(project.current())
         with failures_mapped():
-            status = api_status(self._api_url, self._api_token)
-        return SourceStatus(as_of=status["as_of"], watermark=status.get("watermark"))
+            published = probe(self._api_url, self._api_token)
+        return SourceStatus(as_of=published)
 
     @activity.defn
     def send_failure_alert(self, request: AlertInput) -> bool:

@@ -131,14 +131,20 @@ async def ensure_schedule(
 
 async def start_watcher(
     client: Client, *, last_as_of: str | None = None, policy: OrchestrationPolicy | None = None
-) -> WorkflowHandle:
-    """The event trigger: one watcher per namespace (an existing one is kept)."""
+) -> WorkflowHandle | None:
+    """The event trigger: one watcher per namespace (an existing one is kept); none for a
+    project that declares no freshness probe (nothing to poll)."""
+    from core import project
+
+    chosen = project.current()
+    if not chosen.freshness_probe:
+        return None
     inputs = placement()
     if policy is not None:  # e.g. a shorter poll interval
         inputs["policy"] = policy
     return await client.start_workflow(
         SourceWatcherWorkflow.run,
-        WatchInput(last_as_of, **inputs),
+        WatchInput(last_as_of, **inputs, clock=chosen.clock),
         id=WATCHER_ID,
         task_queue=TASK_QUEUE,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

@@ -120,6 +120,8 @@ class WatchInput:
     job: str = "full"
     policy: OrchestrationPolicy = field(kw_only=True)
     parallel_ingestion: bool = False
+    #: whether the source has a clock: a new publication's run is then pinned to it (as of)
+    clock: bool = True
 
 
 async def _alert(pipeline: str, error: BaseException, policy: OrchestrationPolicy) -> None:
@@ -299,7 +301,7 @@ class BackfillWorkflow:
 
 @workflow.defn
 class SourceWatcherWorkflow:
-    """Starts a run whenever the source API's clock (its as-of) advances."""
+    """Starts a run whenever the source publishes more (the project's freshness probe)."""
 
     @workflow.run
     async def run(self, request: WatchInput) -> None:
@@ -318,7 +320,7 @@ class SourceWatcherWorkflow:
                     PipelineWorkflow.run,
                     PipelineInput(
                         request.job,
-                        as_of=as_of,
+                        as_of=as_of if request.clock else None,
                         policy=policy,
                         parallel_ingestion=request.parallel_ingestion,
                     ),
@@ -330,6 +332,10 @@ class SourceWatcherWorkflow:
         # history stays short
         workflow.continue_as_new(
             WatchInput(
-                last, request.job, policy=policy, parallel_ingestion=request.parallel_ingestion
+                last,
+                request.job,
+                policy=policy,
+                parallel_ingestion=request.parallel_ingestion,
+                clock=request.clock,
             )
         )

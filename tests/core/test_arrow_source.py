@@ -6,7 +6,12 @@ from __future__ import annotations
 import pytest
 
 from core import settings
-from core.source import RECORD_FORMAT_ENV, MalformedRecordError, arrow_schema, parse_page
+from examples.nycflights.source import (
+    RECORD_FORMAT_ENV,
+    MalformedRecordError,
+    arrow_schema,
+    parse_page,
+)
 from lab.fingerprint import diff, fingerprint
 from tests.conftest import bare_run
 

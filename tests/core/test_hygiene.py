@@ -44,9 +44,12 @@ def _imports_of(room: str) -> dict[str, set[str]]:
 
 #: what each room of the house may not import (the rest of the repo, or nothing of it)
 FORBIDDEN = {
-    "core": {"lab", "source_api", "orchestrators", "tests"},
+    "core": {"lab", "source_api", "orchestrators", "tests", "examples"},
     "lab": {"orchestrators", "tests"},
-    "source_api": {"core", "lab", "orchestrators", "tests"},
+    "source_api": {"core", "lab", "orchestrators", "tests", "examples"},
+    # an example is a user's pipeline: it uses core's public names, nothing else of the house
+    # (its own tests may use the tests' helpers)
+    "examples": {"lab", "source_api", "orchestrators"},
 }
 
 

@@ -280,7 +280,7 @@ def test_a_malformed_run_does_not_wedge_the_next_good_one(
 ):
     """On the JSON path the bad record fails in normalize, leaving dlt an extracted package that
     fails again on every replay; on the Arrow path it fails in extract, leaving none."""
-    from core.source import RECORD_FORMAT_ENV
+    from examples.nycflights.source import RECORD_FORMAT_ENV
 
     name, path, before = loaded_january
     monkeypatch.delenv(settings.SOURCE_API_URL_ENV)
@@ -320,7 +320,7 @@ def test_a_package_left_by_a_killed_run_is_finished_then_the_asked_month_is_load
 ):
     """kill -9 after extract leaves an extracted package: finish it, then extract as asked."""
     from core.ingestion import load_config, window
-    from core.source import flights_api_source
+    from examples.nycflights.source import flights_api_source
 
     name, path, _ = loaded_january
     config = load_config()

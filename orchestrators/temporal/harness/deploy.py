@@ -159,10 +159,11 @@ def up() -> None:
     async def install() -> None:
         client = await connect(address())
         await ensure_schedule(client)
-        await start_watcher(client)
+        return await start_watcher(client)
 
-    asyncio.run(install())
-    progress.say(PIPELINE, f"schedule and source watcher on {address()}")
+    watcher = asyncio.run(install())
+    installed = "schedule and source watcher" if watcher else "schedule"
+    progress.say(PIPELINE, f"{installed} on {address()}")
 
 
 def down() -> None:

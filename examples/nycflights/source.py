@@ -42,7 +42,7 @@ from dlt.sources.rest_api import rest_api_source
 from core.failures import MalformedRecordError
 from core.ingestion import IngestionConfig, RunWindow, load_config
 from core.project import SourceRequest
-from core.schema import COLUMNS, PRIMARY_KEY
+from examples.nycflights.schema import COLUMNS, PRIMARY_KEY
 
 #: a revision is loaded once however often it is fetched (dlt's merge on the key, ADR 0004)
 WRITE_DISPOSITION = "merge"
