@@ -119,7 +119,7 @@ class Project:
     clock: bool = False
     #: the clock of a run given no ``--as-of`` (None: whatever the source has published)
     as_of: str | None = None
-    #: ``module:function`` that returns the source's newest publication (ISO timestamp), which
+    #: ``module:function(base_url, token)`` that returns when the source last published (ISO), which
     #: the sensors and watchers poll; None: they are not defined
     freshness_probe: str | None = None
     #: whether Quartet starts the bundled demo API (source_api/) for a run

@@ -111,10 +111,12 @@ def flights_source(request: SourceRequest) -> DltSource:
 
 
 def published_through(base_url: str, token: str) -> str:
-    """The freshness probe: the newest instant the API has published (its clock)."""
+    """The freshness probe: when the newest record the API has published was updated (its
+    watermark; empty while it has published nothing). A clock that moves without publishing
+    anything new does not move it, so no run is started for nothing."""
     from core.source_service import api_status
 
-    return api_status(base_url, token)["as_of"]
+    return api_status(base_url, token)["watermark"] or ""
 
 
 def flights_api_source(
