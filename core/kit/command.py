@@ -53,8 +53,9 @@ class RunRequest:
 
     @property
     def label(self) -> str:
-        months = ", ".join(self.partitions) if self.partitions else "all months"
-        return f"{months}{f' as of {self.as_of}' if self.as_of else ''}"
+        from core.pipeline import describe_run
+
+        return describe_run(self.partitions, self.as_of)
 
 
 @dataclass(frozen=True)

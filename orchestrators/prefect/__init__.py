@@ -24,15 +24,16 @@ from core import kit
 #: the pipeline name: warehouse/prefect.duckdb (or QUARTET_WAREHOUSE_URL), dlt pipeline
 #: quartet_prefect
 NAME = "prefect"
-#: Secret block holding the source API's bearer token
+#: Secret block holding the demo source API's bearer token (a project whose source is that API)
 TOKEN_BLOCK = "quartet-source-api-token"
 #: global concurrency limit every writer of the warehouse occupies: 1 slot on DuckDB, one per
 #: ingestion unit on PostgreSQL (slots.writer_slots)
 WAREHOUSE_LIMIT = "quartet-warehouse-prefect"
-#: event the source watcher emits when the API has published new data
+#: event the source watcher emits when the source has published more (the project's freshness
+#: probe answered a newer publication)
 NEW_DATA_EVENT = "quartet.source.published"
 SOURCE_RESOURCE_ID = "quartet.source-api"
-#: Prefect variable holding the source watermark the watcher saw last
+#: Prefect variable holding the source's newest publication the watcher saw last
 WATERMARK_VARIABLE = "quartet_source_watermark"
 DEFAULT_UI_PORT = 4200
 #: the file, in a PREFECT_HOME, holding the basic-auth credential of the server that home belongs

@@ -1,16 +1,22 @@
 """The pipeline as Prefect flows over the shared core.
 
-* ``quartet-pipeline``: an ingestion subflow (one per month when partitions are given), then the
-  transformation subflow: the subflow boundary is where dbt waits for every load;
-* ``quartet-backfill``: a month range as one parent flow run, the same way;
-* ``quartet-ingestion``: one task run per dlt resource (``ingest flights``, ...), each
+* ``quartet-pipeline``: an ingestion subflow (one per partition when partitions are given), then
+  the transformation subflow: the subflow boundary is where dbt waits for every load;
+* ``quartet-backfill``: a range of partitions as one parent flow run, the same way;
+* ``quartet-ingestion``: one task run per dlt resource (``ingest <resource>``), each
   materializing its raw table's asset, retried when a retry may help (``policy``); one after
   another on DuckDB, all at once where the warehouse admits parallel writers (PostgreSQL);
 * ``quartet-transformation``: ``dbt build`` through prefect-dbt's ``PrefectDbtRunner``, one task
   run per dbt node; a failed node fails the flow.
 
-Every writer of the warehouse holds a slot of a global concurrency limit (``slots``); the source
-API token comes from a Secret block; a failed top-level run posts an alert (``reporting``).
+Time is the project's (``core.project``): partitions are months or days as its ``[time]``
+section says; a project without partitions has one kind of run, which loads everything new, and
+refuses partition and backfill parameters. The flows name no example: the raw tables are the
+project's resources in its raw schema, and the bundled demo API's URL and token (the token from a
+Secret block) are needed only by a project whose source is that API.
+
+Every writer of the warehouse holds a slot of a global concurrency limit (``slots``); a failed
+top-level run posts an alert (``reporting``).
 """
 
 from __future__ import annotations
@@ -31,35 +37,43 @@ from prefect.tasks import MaterializingTask
 from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
 from prefect_dbt.utilities import format_resource_id
 
-from core import dbt, kit, settings, warehouse
+from core import dbt, kit, project, settings, warehouse
 from core.failures import ConfigError, DbtBuildError
-from core.ingestion import OrchestrationPolicy, load_config, months_between, window
+from core.ingestion import OrchestrationPolicy, load_config, window
 from core.pipeline import ingest
+from core.project import Partitions
 from orchestrators.prefect import NAME, TOKEN_BLOCK, levers, policy, reporting
 from orchestrators.prefect.reporting import alert_on_failure
 from orchestrators.prefect.slots import release_stale_slots, writer_slot, writer_slots
 
 policy.honoured(kit.policy())  # what Prefect cannot express fails here, by name
 
+#: what one partition is called, per scheme (in messages)
+UNITS = {"monthly": "month", "daily": "day"}
+
 
 @flow(name="quartet-pipeline", on_failure=[alert_on_failure])
 def pipeline(as_of: dt.date | None = None, partitions: list[str] | None = None) -> dict:
-    """Ingest, then build dbt. With partitions (a backfill): one ingestion subflow per month in
-    the order given, then one dbt build over all of them."""
+    """Ingest, then build dbt. With partitions (a backfill): one ingestion subflow per partition
+    in the order given, then one dbt build over all of them. Without: one ingestion subflow loads
+    what is new (the only kind of run of a project without partitions)."""
     return _ingest_then_build(as_of, partitions)
 
 
 @flow(name="quartet-backfill", on_failure=[alert_on_failure])
 def backfill(start: str, end: str, as_of: dt.date | None = None) -> dict:
-    """A range of months as one flow run: an ingestion subflow per month, then one dbt build."""
-    return _ingest_then_build(as_of, backfill_months(start, end))
+    """A range of partitions (months or days) as one flow run: an ingestion subflow per
+    partition, then one dbt build."""
+    return _ingest_then_build(as_of, backfill_partitions(start, end))
 
 
 @flow(name="quartet-ingestion", on_failure=[alert_on_failure])
 def ingestion(
     as_of: dt.date | None = None, partition: str | None = None, resources: list[str] | None = None
 ) -> dict[str, dict[str, int]]:
-    """Load one window from the source API into the raw schema: one task run per resource."""
+    """Load one window from the source into the raw schema: one task run per resource."""
+    if partition is not None:
+        partitioned(f"partition {partition!r}")
     run_window = window(  # validates the parameters before anything runs
         load_config(), as_of=_as_of(as_of), partition=partition, resources=tuple(resources or ())
     )
@@ -110,8 +124,8 @@ def transformation(select: list[str] | None = None) -> dict[str, int]:
 def ingest_task(
     resource: str, orchestration: OrchestrationPolicy | None = None
 ) -> MaterializingTask:
-    """The task of one resource: it materializes ``raw.<resource>``, retried as the policy says
-    when a retry may help (on top of dlt's own HTTP retries)."""
+    """The task of one resource: it materializes ``<raw schema>.<resource>``, retried as the
+    policy says when a retry may help (on top of dlt's own retries)."""
     orchestration = policy.honoured(orchestration or kit.policy())
     return materialize(
         raw_asset(resource),
@@ -127,11 +141,11 @@ def ingest_resource(resource: str, as_of: str | None, partition: str | None) -> 
     """Load one resource's window (the body of each ``ingest <resource>`` task)."""
     config = load_config()
     run_window = window(config, as_of=as_of, partition=partition, resources=(resource,))
-    token = Secret.load(TOKEN_BLOCK).get()
+    base_url, token = source_api()
     logger = get_run_logger()
     with writer_slot():
         result = ingest(
-            NAME, run_window, base_url=source_url(), token=token, config=config, log=logger.info
+            NAME, run_window, base_url=base_url, token=token, config=config, log=logger.info
         )
     reporting.ingested(resource, partition, result.seconds, result.new_rows[resource])
     return {"fetched": result.rows_fetched[resource], "new": result.new_rows[resource]}
@@ -144,14 +158,28 @@ def raw_asset(resource: str) -> Asset:
     adapter, database = "duckdb", pipeline.warehouse.stem
     if pipeline.warehouse_url:
         adapter, database = "postgres", urlsplit(pipeline.warehouse_url).path.strip("/")
+    # dlt names the table after the resource, in the project's raw dataset (the schema its dbt
+    # sources read): the same relation, so the same key, as the dbt source of that table
     relation = f'"{database}"."{settings.RAW_SCHEMA}"."{resource}"'
     return Asset(
         key=format_resource_id(adapter, relation),
         properties=AssetProperties(
             name=f"{database}.{settings.RAW_SCHEMA}.{resource}",
-            description=f"Revisions of `{resource}` loaded by dlt from the flights source API.",
+            description=(
+                f"`{resource}` as dlt loads it from the source of the "
+                f"{project.current().name} project."
+            ),
         ),
     )
+
+
+def source_api() -> tuple[str, str]:
+    """``(url, token)`` of the bundled demo API for a project whose source is it, else
+    ``("", "")``: another project's source factory (and freshness probe) knows where its data
+    lives, and no API runs for it."""
+    if not project.current().demo_api:
+        return "", ""
+    return source_url(), Secret.load(TOKEN_BLOCK).get()
 
 
 def source_url() -> str:
@@ -168,8 +196,9 @@ def source_url() -> str:
 
 
 def dbt_settings(pipeline: settings.PipelineSettings) -> PrefectDbtSettings:
-    """transform/ with this pipeline's target dir. The log level is explicit: prefect-dbt 0.7
-    derives it from Prefect's, and PREFECT_LOGGING_LEVEL=WARNING is no dbt level ("warn")."""
+    """The project's dbt project with this pipeline's target dir. The log level is explicit:
+    prefect-dbt 0.7 derives it from Prefect's, and PREFECT_LOGGING_LEVEL=WARNING is no dbt level
+    ("warn")."""
     return PrefectDbtSettings(
         project_dir=settings.TRANSFORM_DIR,
         profiles_dir=settings.PROFILES_DIR,
@@ -178,16 +207,36 @@ def dbt_settings(pipeline: settings.PipelineSettings) -> PrefectDbtSettings:
     )
 
 
-def backfill_months(start: str, end: str) -> list[str]:
-    """The months of a backfill range, both ends included; a range without one is refused."""
-    months = months_between(start, end)
-    if not months:
-        raise ConfigError(f"backfill range {start}..{end} holds no month")
-    return months
+def partitioned(what: str) -> Partitions:
+    """The project's partitions; a project without them refuses ``what`` (a partition
+    parameter, a backfill) by name, before anything runs."""
+    chosen = project.current()
+    if not chosen.partitions.enabled:
+        raise ConfigError(
+            f"{what}: the project {chosen.name} has no partitions ([time] partitions = 'none' "
+            f"in {chosen.path}): one run of quartet-pipeline, without partitions, loads "
+            "everything new"
+        )
+    return chosen.partitions
+
+
+def backfill_partitions(start: str, end: str) -> list[str]:
+    """The partitions of a backfill range (months or days, as the project slices time), both
+    ends included; a range without one is refused."""
+    partitions = partitioned(f"backfill {start}..{end}")
+    keys, key = [], start
+    while partitions.parse(key) <= partitions.parse(end):  # parses both: a typo is refused
+        keys.append(key)
+        key = partitions.next(key)
+    if not keys:
+        raise ConfigError(f"backfill range {start}..{end} holds no {UNITS[partitions.scheme]}")
+    return keys
 
 
 def _ingest_then_build(as_of: dt.date | str | None, partitions: list[str] | None) -> dict:
     config = load_config()
+    if partitions:
+        partitioned(f"partitions {partitions}")
     for partition in partitions or []:
         window(config, as_of=_as_of(as_of), partition=partition)  # fail before any run
     # a rerun of a killed run does not wait for the dead run's lease to expire

@@ -47,7 +47,7 @@ def test_run_gets_one_validated_request():
     assert request == kit.RunRequest(
         name="fake_adapter", as_of="2013-01-31", partitions=("2013-03", "2013-01")
     )
-    assert request.label == "2013-03, 2013-01 as of 2013-01-31"
+    assert request.label == "2013-03, 2013-01, as of 2013-01-31"
 
 
 @pytest.mark.parametrize(

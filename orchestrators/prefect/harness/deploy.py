@@ -2,7 +2,8 @@
 
 ``quartet up prefect`` starts, each in its own process group (``core.kit.Topology``):
 
-* ``source-api`` - the flights API (unless SOURCE_API_URL names one already running);
+* ``source-api`` - the bundled demo API, for a project whose source is it (unless SOURCE_API_URL
+  names one already running);
 * ``server`` - ``prefect server start`` (API, UI, scheduler, automations) with its database on
   PostgreSQL (``lab.postgres.database_url("prefect")``, asyncpg; the ``pg_trgm`` extension its
   migrations need is created first);
@@ -10,8 +11,9 @@
   each flow run as a child process in the repository (the deployments' ``working_dir``), so the
   module entrypoints ``orchestrators.prefect.flows.<flow>`` resolve.
 
-Then it registers, idempotently: the Secret block with the API token, the warehouse's concurrency
-limit, the deployments against the pool (schedule, as-of trigger), and the automation that puts a
+Then it registers, idempotently: the Secret block with the API token (a demo API project's), the
+warehouse's concurrency limit, the deployments against the pool (schedule, and the trigger on new
+source data where the project declares a freshness probe), and the automation that puts a
 crashed run of theirs back to Scheduled once the worker is done with it, so the worker runs it
 again with no manual step.
 
@@ -22,14 +24,14 @@ it ends, printing the unit lines its flow-run processes log.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from core import kit, settings
-from core.ingestion import months_between
+from core import kit, project, settings
 from core.kit import NotDeployed, RunFailed, RunRequest, Service, Topology, progress
 from core.net import free_port
 from orchestrators.prefect import (
@@ -142,12 +144,22 @@ def source_api_url(ports: dict) -> str:
 
 
 def source_api() -> tuple[str, str]:
-    """``(url, token)`` of the source API the deployed runs read (its clock is what the
-    ``poll`` deployment watches)."""
+    """``(url, token)`` of the demo API the deployed runs read (its clock is what the ``poll``
+    deployment watches); ``("", "")`` for a project whose source is not that API."""
     ports = _ports(create=False)
     if ports is None:
         raise NotDeployed("prefect's deployed mode is not up: run `quartet up prefect`")
+    if not project.current().demo_api:
+        return "", ""
     return source_api_url(ports), _token()
+
+
+def source_api_env(ports: dict) -> dict[str, str]:
+    """Where the worker's flow runs find the demo API: only a project whose source is that API
+    has one (the flows ask for its URL then, and only then)."""
+    if not project.current().demo_api:
+        return {}
+    return {settings.SOURCE_API_URL_ENV: source_api_url(ports)}
 
 
 def basic_auth() -> tuple[str, str]:
@@ -173,7 +185,8 @@ def topology(database_url: str | None = None) -> Topology:
     api = api_url(ports)
     logs = kit.log_dir(NAME)
     services = []
-    if not os.environ.get(settings.SOURCE_API_URL_ENV):
+    # the demo API runs for a project whose source is it, unless SOURCE_API_URL names one
+    if project.current().demo_api and not os.environ.get(settings.SOURCE_API_URL_ENV):
         config = kit.source_api_config()
         argv = config.argv(port=ports["source_api_port"])  # (the token comes from the env)
         services.append(
@@ -200,7 +213,7 @@ def topology(database_url: str | None = None) -> Topology:
                 "PREFECT_API_URL": api,
                 # the worker's and its flow runs' credential (they inherit its environment)
                 CLIENT_AUTH_ENV: auth_string(),
-                settings.SOURCE_API_URL_ENV: source_api_url(ports),
+                **source_api_env(ports),
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 # a restarting server (a supervisor bringing it back) must not fail the runs in
                 # flight: their client retries a lost connection with backoff, twice Prefect's
@@ -263,7 +276,7 @@ def register() -> None:
 
     provision(_token())
     env = {
-        settings.SOURCE_API_URL_ENV: source_api_url(_ports(create=False) or {}),
+        **source_api_env(_ports(create=False) or {}),
         # the unit lines `run --deployed` follows are the runs' INFO logs: a PREFECT_LOGGING_LEVEL
         # of WARNING in the environment `up` ran in (the test suite's) would keep them off the API
         "PREFECT_LOGGING_LEVEL": "INFO",
@@ -345,10 +358,12 @@ def _require_up() -> None:
 
 def deployment_for(request: RunRequest) -> tuple[str, dict]:
     """Which deployment a request goes to, with its parameters: a contiguous range of several
-    months is one backfill run; anything else is the full pipeline."""
-    months = sorted(request.partitions)
-    if len(months) > 1 and months_between(months[0], months[-1]) == months:
-        params = {"start": months[0], "end": months[-1], "as_of": request.as_of}
+    partitions (months or days) is one backfill run; anything else is the full pipeline (the
+    only deployment of runs for a project without partitions, whose requests name none)."""
+    keys = sorted(request.partitions)  # YYYY-MM and YYYY-MM-DD sort as the dates they name
+    partitions = project.current().partitions
+    if len(keys) > 1 and all(partitions.next(a) == b for a, b in itertools.pairwise(keys)):
+        params = {"start": keys[0], "end": keys[-1], "as_of": request.as_of}
         return "quartet-backfill/backfill", params
     return "quartet-pipeline/full", {
         "as_of": request.as_of,

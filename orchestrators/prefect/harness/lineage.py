@@ -4,12 +4,16 @@ Prefect has no static DAG: a flow declares its graph as it runs, through the ass
 materialize and the tasks each task waits for. This module derives the same declarations from
 what the flows schedule, without running anything:
 
-* ingestion: the asset each ``ingest <resource>`` task materializes (:func:`flows.raw_asset`);
+* ingestion: the asset each ``ingest <resource>`` task materializes (:func:`flows.raw_asset`),
+  for every resource the project declares: its table in the project's raw schema;
 * dbt: ``PrefectDbtRunner`` turns each node of the manifest into a task that materializes the
   node's relation (asset key ``format_resource_id(adapter, relation_name)``) and waits for the
   nodes in its ``depends_on``; a data test or unit test runs after the node it is attached to.
 
-Asset keys (``duckdb://prefect/raw/flights``) map to canonical ids (``raw.flights``).
+Asset keys map to canonical ids: ``duckdb://prefect/<raw schema>/<table>`` to
+``<raw schema>.<table>``, any other relation to its model's name. A dbt source is keyed by its
+relation (its schema and identifier), so it is the very asset the ingestion task of that table
+materializes, whatever the source is named in dbt.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from orchestrators.prefect import NAME
 
 
 def canonical_id(asset_key: str) -> str:
+    """``<adapter>://<database>/<schema>/<table>`` as a canonical id (see the module doc)."""
     _, _, path = asset_key.partition("://")
     _db, schema, table = path.split("/")
     return f"{schema}.{table}" if schema == settings.RAW_SCHEMA else table

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 
-from core import kit
+from core import kit, project
 from core.kit import RunFailed, UiRequest, progress
 from core.net import free_port
 from orchestrators.prefect import (
@@ -70,7 +70,8 @@ def serve(request: UiRequest) -> None:
                 f"sign in with the contents of {auth_file(home)} (mode 600); "
                 f"server log: {server.log}",
             )
-            watch_source()  # records the watermark that run loaded
+            if project.current().freshness_probe:  # (no watcher is deployed without one)
+                watch_source()  # records the newest publication that run loaded
             # the flow-run processes served from here write to this terminal: their unit lines
             # and Prefect's warnings and errors; their INFO logs go to the server (each run's
             # Logs tab) instead of three lines per watcher poll here

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import textwrap
 from dataclasses import replace
 
 import pytest
 
-from core import kit, lineage
+from core import kit, lineage, settings
 from core.failures import ConfigError
 from orchestrators.prefect import NEW_DATA_EVENT
 from tests.failure_cases import CASES
@@ -80,12 +84,19 @@ def test_the_policy_is_followed_or_refused_by_name() -> None:
 
 def test_backfill_months_and_deployment_choice() -> None:
     from core.kit import RunRequest
-    from orchestrators.prefect.flows import backfill_months
+    from orchestrators.prefect.flows import backfill_partitions
     from orchestrators.prefect.harness.deploy import deployment_for
 
-    assert backfill_months("2012-11", "2013-02") == ["2012-11", "2012-12", "2013-01", "2013-02"]
+    assert backfill_partitions("2012-11", "2013-02") == [
+        "2012-11",
+        "2012-12",
+        "2013-01",
+        "2013-02",
+    ]
     with pytest.raises(ConfigError, match="holds no month"):
-        backfill_months("2013-03", "2013-01")
+        backfill_partitions("2013-03", "2013-01")
+    with pytest.raises(ConfigError, match="partition must look like YYYY-MM"):
+        backfill_partitions("2013-01", "2013-02-01")
     name, params = deployment_for(RunRequest("prefect", partitions=("2013-02", "2013-01")))
     assert (name, params["start"], params["end"]) == (
         "quartet-backfill/backfill",
@@ -142,3 +153,69 @@ def test_quartet_stock_turns_every_lever_off(monkeypatch) -> None:
     assert levers.worker_env() == {}
     levers.ephemeral_server_without_block_catalog()
     assert "PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION" not in os.environ
+
+
+#: what the shop project's definitions look like to Prefect, printed by a process of its own
+#: (the project is chosen per process: QUARTET_PROJECT)
+SHOP_DEFINITIONS = """
+import json
+
+from core import lineage
+from core.failures import ConfigError
+from core.kit import RunRequest
+from orchestrators.prefect.deployments import deployments
+from orchestrators.prefect.flows import backfill_partitions, ingest_task
+from orchestrators.prefect.harness.deploy import deployment_for
+from orchestrators.prefect.harness.lineage import declared_graph
+
+try:
+    backfill_partitions("2024-01", "2024-02")
+    refused = None
+except ConfigError as exc:
+    refused = str(exc)
+print("DEFINITIONS " + json.dumps({
+    "difference": lineage.canonical().difference(declared_graph()),
+    "declared": declared_graph().to_json(),
+    "deployments": {f"{d.flow_name}/{d.name}": len(d.triggers) for d in deployments()},
+    "assets": [a.key for r in ("customers", "orders") for a in ingest_task(r).assets],
+    "backfill": refused,
+    "run": deployment_for(RunRequest("prefect")),
+}))
+"""
+
+
+def test_a_project_without_partitions_or_probe_is_the_canonical_graph_without_a_watcher(
+    quartet_home,
+) -> None:
+    """The shop's CSV export (examples/shop: raw dataset shop_raw, no partitions, no freshness
+    probe, no demo API) under Prefect: its declared lineage is the canonical one (dbt source
+    ``ecom`` joined to the raw tables by relation); no watcher, no trigger on new data, no
+    backfill, which is refused by name; a run is the full pipeline without partitions."""
+    shop = settings.REPO_ROOT / "examples" / "shop" / "quartet.toml"
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SHOP_DEFINITIONS)],
+        env={**os.environ, "QUARTET_PROJECT": str(shop)},
+        cwd=settings.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("DEFINITIONS ")]
+    found = json.loads(line.removeprefix("DEFINITIONS "))
+
+    assert found["difference"] == []
+    declared = lineage.Graph.from_json(found["declared"])
+    assert declared.nodes["shop_raw.orders"] == "raw"
+    assert ("shop_raw.orders", "stg_orders") in declared.edges
+    assert found["deployments"] == {
+        "quartet-pipeline/full": 0,  # on schedule only: nothing says the source published more
+        "quartet-ingestion/ingestion": 0,
+        "quartet-transformation/transformation": 0,
+    }
+    assert found["assets"] == [
+        "duckdb://prefect/shop_raw/customers",
+        "duckdb://prefect/shop_raw/orders",
+    ]
+    assert "the project shop has no partitions" in found["backfill"]
+    assert found["run"] == ["quartet-pipeline/full", {"as_of": None, "partitions": None}]

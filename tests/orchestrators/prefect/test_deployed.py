@@ -163,14 +163,16 @@ def run_triggered_by_new_data(deployed, as_of: str):
     from prefect.deployments import run_deployment
     from prefect.variables import Variable
 
+    from core import project
     from core.source_service import api_status, set_clock
     from orchestrators.prefect import WATERMARK_VARIABLE
 
     url, token = deployed.source_api()
+    probe = project.freshness(project.current())  # what the watcher polls
     published = api_status(url, token)["as_of"][:10]  # as `up` started it
     day_before = (dt.date.fromisoformat(as_of) - dt.timedelta(days=1)).isoformat()
     set_clock(url, token, day_before)
-    Variable.set(WATERMARK_VARIABLE, api_status(url, token)["watermark"], overwrite=True)
+    Variable.set(WATERMARK_VARIABLE, probe(url, token), overwrite=True)
     try:
         moved = dt.datetime.now(dt.UTC)
         started = time.monotonic()
@@ -193,7 +195,7 @@ def run_triggered_by_new_data(deployed, as_of: str):
         # the later tests read the whole year; the watcher's baseline follows, so that no poll
         # takes the restore for new data
         set_clock(url, token, published)
-        Variable.set(WATERMARK_VARIABLE, api_status(url, token)["watermark"], overwrite=True)
+        Variable.set(WATERMARK_VARIABLE, probe(url, token), overwrite=True)
 
 
 def runs_of_full_created_since(moment, as_of: str, *, waiting_for) -> list:
