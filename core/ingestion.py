@@ -211,6 +211,7 @@ def load_config(path: Path | None = None) -> IngestionConfig:
                 name: get("orchestration", name, type(default))
                 for name, default in vars(OrchestrationPolicy()).items()
             }
+            | ({"schedule": project.schedule} if project.schedule else {})
         ),
         path=path,
     )

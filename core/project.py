@@ -117,6 +117,9 @@ class Project:
     start: str | None = None
     #: whether the source has a clock (``--as-of``: what it had published by that day)
     clock: bool = False
+    #: the pipeline's schedule (cron, UTC) when the project sets it ([time] schedule), else
+    #: core/ingestion.toml's; a daily project's default runs each day's partition once it is over
+    schedule: str | None = None
     #: the clock of a run given no ``--as-of`` (None: whatever the source has published)
     as_of: str | None = None
     #: ``module:function(base_url, token)`` that returns when the source last published (ISO), which
@@ -295,6 +298,7 @@ def load(file: Path) -> Project:
         start=start,
         clock=need("time", "clock", False, bool),
         as_of=need("time", "as_of", None) or None,
+        schedule=need("time", "schedule", None) or ("0 0 * * *" if scheme == "daily" else None),
         freshness_probe=need("freshness", "probe", None),
         demo_api=need("source", "demo_api", False, bool),
     )

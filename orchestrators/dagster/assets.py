@@ -1,11 +1,14 @@
 """The pipeline as software-defined assets: one dlt asset per source resource, one per dbt model.
 
-* ``raw/<table>``: ``@dlt_assets`` (dagster-dlt) declare one asset per API resource, one op each
-  so that each retries and shows on its own. The translator keys them the way dagster-dbt keys
-  the dbt sources (``source('raw', 'flights')`` -> ``raw/flights``): one lineage graph.
+* ``<raw dataset>/<table>``: ``@dlt_assets`` (dagster-dlt) declare one asset per resource the
+  project declares, one op each so that each retries and shows on its own. An asset's key is the
+  relation dlt writes (dataset, table), and a dbt source's key the relation it reads (its
+  ``schema``, its ``identifier`` or name), so the dbt sources are the dlt assets whatever the
+  source is called in dbt: one lineage graph.
 * dbt models: ``@dbt_assets`` (dagster-dbt) over the project's prepared manifest, grouped by
   layer; dbt tests are asset checks (source tests included) and ``dbt build`` skips what is
   downstream of a failing one.
+* Both are partitioned as the project is (``partitions.py``): by month, by day, or not at all.
 * Every op that writes claims the ``quartet_warehouse`` pool and core's writer lock on the
   configured warehouse: on DuckDB the pool's limit is 1 and the lock a file lock; on PostgreSQL
   the pool admits every ingestion unit at once and the lock is a no-op.
@@ -16,7 +19,7 @@
 
 import sys
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
@@ -37,7 +40,12 @@ from core.ingestion import window
 from core.pipeline import dlt_pipeline, ingest, source_for
 from core.warehouse import writer_lock
 from orchestrators.dagster import levers
-from orchestrators.dagster.partitions import MONTHLY, run_windows
+from orchestrators.dagster.partitions import (
+    BACKFILL_POLICY,
+    PARTITIONS,
+    WHOLE_RANGE,
+    run_windows,
+)
 from orchestrators.dagster.policy import retried_as_policy_says
 from orchestrators.dagster.project import (
     CONFIG,
@@ -58,7 +66,8 @@ _DECLARED_URL, _DECLARED_TOKEN = "http://source-api.invalid", "supplied-at-run-t
 
 
 class RawTables(DagsterDltTranslator):
-    """dlt resource ``flights`` -> asset ``raw/flights`` in group ``raw``: the key dbt uses."""
+    """dlt resource ``orders`` -> asset ``<raw dataset>/orders`` in the dataset's group: the
+    relation dlt writes, which is the key of the dbt source that reads it (:class:`DbtLayers`)."""
 
     def get_asset_spec(self, data: DltResourceTranslatorData) -> dg.AssetSpec:
         return (
@@ -66,7 +75,7 @@ class RawTables(DagsterDltTranslator):
             .get_asset_spec(data)
             .replace_attributes(
                 key=dg.AssetKey([settings.RAW_SCHEMA, data.resource.name]),
-                deps=[],  # the API itself is not an asset here
+                deps=[],  # the source itself (an API, files) is not an asset here
                 group_name=settings.RAW_SCHEMA,
             )
         )
@@ -83,8 +92,8 @@ def _ingestion_assets(resource: str) -> dg.AssetsDefinition:
         dlt_pipeline=dlt_pipeline(PIPELINE),
         name=f"ingest_{resource}",
         dagster_dlt_translator=RawTables(),
-        partitions_def=MONTHLY,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        partitions_def=PARTITIONS,
+        backfill_policy=BACKFILL_POLICY,
         pool=WAREHOUSE_POOL,
     )
     def _assets(
@@ -93,7 +102,7 @@ def _ingestion_assets(resource: str) -> dg.AssetsDefinition:
         # Departs from dagster-dlt's stock `yield from dlt.run(context=context, dlt_source=...)`:
         # loads through core's `ingest`, bare's load (integration_patterns.py keeps the stock one).
         fetched = new = 0
-        months = []
+        partitions = []
         with retried_as_policy_says(context, POLICY):
             for run_window in run_windows(context, (resource,), api_clock.as_of):
                 result = ingest(
@@ -106,12 +115,12 @@ def _ingestion_assets(resource: str) -> dg.AssetsDefinition:
                 )
                 fetched += result.rows_fetched.get(resource, 0)
                 new += result.new_rows.get(resource, 0)
-                months.append(run_window.partition or "all")
+                partitions.append(run_window.partition or WHOLE_RANGE)
         (key,) = context.selected_asset_keys
         yield dg.MaterializeResult(
             asset_key=key,
             metadata={
-                "months": ", ".join(months),
+                "partitions": ", ".join(partitions),
                 "rows_fetched": fetched,
                 "new_rows": new,
             },
@@ -124,7 +133,17 @@ ingestion_assets = [_ingestion_assets(resource) for resource in CONFIG.resources
 
 
 class DbtLayers(DagsterDbtTranslator):
-    """dbt models grouped by layer (their schema: staging, intermediate, marts)."""
+    """dbt sources keyed by the relation they read; models grouped by layer (their schema:
+    staging, intermediate, marts)."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        # dagster-dbt keys a source [source name, table] (``ecom/customers``); the relation,
+        # [schema, identifier], is the dlt asset's key when the source reads the raw dataset,
+        # so the models depend on the dlt assets themselves, not on stand-ins of them
+        if dbt_resource_props["resource_type"] == "source":
+            table = dbt_resource_props["identifier"] or dbt_resource_props["name"]
+            return dg.AssetKey([dbt_resource_props["schema"], table])
+        return super().get_asset_key(dbt_resource_props)
 
     def get_asset_spec(self, manifest, unique_id, project) -> dg.AssetSpec:
         spec = super().get_asset_spec(manifest, unique_id, project)
@@ -143,13 +162,13 @@ DBT_TRANSLATOR = DbtLayers(
     manifest=core_dbt.prepare_manifest(),  # DBT_PROJECT.manifest_path, prepared by core
     project=DBT_PROJECT,
     dagster_dbt_translator=DBT_TRANSLATOR,
-    partitions_def=MONTHLY,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    partitions_def=PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
     pool=WAREHOUSE_POOL,
 )
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
     # models and tests in DAG order: a failing test skips (blocks) what is downstream of it;
-    # incremental models pick up whatever months the raw layer has gained since the last build
+    # incremental models pick up whatever the raw layer has gained since the last build
     target = PIPELINE.dbt_target_dir
     levers.seed_dbt_parse(target)
     # the configured warehouse (a DuckDB file or a PostgreSQL URL), as dbt's profile targets it

@@ -1,10 +1,12 @@
-"""Jobs, the monthly schedule, the source API sensor, and the failure alert.
+"""Jobs, the schedule, the freshness sensor, and the failure alert.
 
-* ``full_pipeline``, ``dlt_ingestion``, ``dbt_transformation``: partitioned asset jobs (their
-  ops retry as the [orchestration] policy says, ``policy.py``).
-* ``monthly_full_pipeline``: a schedule built from the partitioned job on the policy's cron
-  (each month's run loads the month that just ended).
-* ``source_api_as_of``: polls the API's clock and asks for a run of every month that has new data.
+* ``full_pipeline``, ``dlt_ingestion``, ``dbt_transformation``: asset jobs, partitioned as the
+  project is (their ops retry as the [orchestration] policy says, ``policy.py``).
+* ``full_pipeline_schedule``: the policy's cron. On partitions it is built from the partitioned
+  job (``monthly_full_pipeline``: each month's run loads the month that just ended; the same by
+  day); an unpartitioned project's run on each tick loads whatever is new.
+* ``source_freshness``: polls the project's freshness probe and asks for a run of every partition
+  the source published new data in; defined only when the project declares a probe.
 * ``alert_on_run_failure``: a run-failure sensor posting core's alert payload to ALERT_WEBHOOK_URL.
 """
 
@@ -14,22 +16,21 @@ from collections.abc import Iterator
 import dagster as dg
 
 from core import alerts
-from core.ingestion import months_between
-from orchestrators.dagster.assets import dbt_models
-from orchestrators.dagster.partitions import MONTHLY
-from orchestrators.dagster.policy import monthly_offset
-from orchestrators.dagster.project import NAME, POLICY
+from orchestrators.dagster.assets import dbt_models, ingestion_assets
+from orchestrators.dagster.partitions import PARTITIONS, partition_of
+from orchestrators.dagster.policy import schedule_offset
+from orchestrators.dagster.project import NAME, POLICY, PROJECT
 from orchestrators.dagster.resources import SourceAPI
 
 full_pipeline = dg.define_asset_job(
     "full_pipeline",
     selection=dg.AssetSelection.all(),
-    description="Ingest every resource of the source API, then dbt build (models and tests).",
+    description="Ingest every resource of the source, then dbt build (models and tests).",
 )
 dlt_ingestion = dg.define_asset_job(
     "dlt_ingestion",
-    selection=dg.AssetSelection.groups("raw"),
-    description="Load the raw layer from the source API (one op per dlt resource).",
+    selection=dg.AssetSelection.assets(*ingestion_assets),
+    description="Load the raw layer from the source (one op per dlt resource).",
 )
 dbt_transformation = dg.define_asset_job(
     "dbt_transformation",
@@ -39,50 +40,72 @@ dbt_transformation = dg.define_asset_job(
 jobs = [full_pipeline, dlt_ingestion, dbt_transformation]
 
 
-monthly_full_pipeline = dg.build_schedule_from_partitioned_job(
-    full_pipeline,
-    name="monthly_full_pipeline",
-    **monthly_offset(POLICY),
-    description="On the 1st of every month, run the full pipeline for the month that ended.",
-)
+if PARTITIONS is None:
+    # nothing to derive from partitions: the policy's cron as it is, each tick a run of
+    # whatever the source has that the raw layer does not
+    full_pipeline_schedule = dg.ScheduleDefinition(
+        name="full_pipeline_schedule",
+        job=full_pipeline,
+        cron_schedule=POLICY.schedule,
+        description="Runs the full pipeline on the policy's cron, loading whatever is new.",
+    )
+else:
+    # Dagster derives the cadence from the partitions; the cron places the tick in each one
+    _unit = {"monthly": "month", "daily": "day"}[PROJECT.partitions.scheme]
+    full_pipeline_schedule = dg.build_schedule_from_partitioned_job(
+        full_pipeline,
+        name=f"{PROJECT.partitions.scheme}_full_pipeline",
+        **schedule_offset(POLICY, PROJECT.partitions.scheme),
+        description=f"Every {_unit}, run the full pipeline for the {_unit} that ended.",
+    )
 
 
 def as_of_config(as_of: str | None) -> dict:
-    """Run config giving a run its API clock (the ``api_clock`` resource)."""
+    """Run config giving a run its source clock (the ``api_clock`` resource)."""
     return {"resources": {"api_clock": {"config": {"as_of": as_of}}}} if as_of else {}
 
 
-def months_to_run(first: str, last: str) -> list[str]:
-    """The partitions from the month of ``first`` to the month of ``last`` (ISO dates)."""
-    keys = MONTHLY.get_partition_keys()
-    return [m for m in months_between(first[:7], last[:7]) if m in keys] or keys[-1:]
+def partitions_to_run(first: str, last: str) -> list[str]:
+    """The partitions from the one holding ``first`` to the one holding ``last`` (ISO dates or
+    timestamps), within the range; the last partition when none of them is."""
+    keys = PARTITIONS.get_partition_keys()
+    # keys of one scheme sort as their dates do
+    return [k for k in keys if partition_of(first) <= k <= partition_of(last)] or keys[-1:]
 
 
 @dg.sensor(
     job=full_pipeline,
     minimum_interval_seconds=int(POLICY.source_poll_seconds),  # whole seconds (policy.py)
-    description="Starts a run for every month the source API published new data in.",
+    description="Starts a run for every partition the source published new data in.",
 )
-def source_api_as_of(
+def source_freshness(
     context: dg.SensorEvaluationContext, source_api: SourceAPI
 ) -> Iterator[dg.RunRequest | dg.SkipReason]:
-    as_of = source_api.status()["as_of"][:10]
+    published = source_api.published_through()
+    if not published:
+        yield dg.SkipReason("the source has published nothing yet")
+        return
+    # a source with a clock is asked for what it had published by a day (`--as-of`), so the
+    # day is what the sensor remembers and hands the run; without one, the probe's own instant
+    seen = published[:10] if PROJECT.clock else published
     previous = context.cursor
     if previous is None:
-        context.update_cursor(as_of)
-        yield dg.SkipReason(f"watching the source API from as-of {as_of}")
+        context.update_cursor(seen)
+        yield dg.SkipReason(f"watching the source from {seen}")
         return
-    if as_of <= previous:
-        yield dg.SkipReason(f"no new data: the source API is still as of {as_of}")
+    if seen <= previous:
+        yield dg.SkipReason(f"no new data: the source is still as of {seen}")
         return
-    for month in months_to_run(previous, as_of):  # the last month seen may have grown too
-        yield dg.RunRequest(
-            run_key=f"{month}@{as_of}",
-            partition_key=month,
-            run_config=as_of_config(as_of),
-            tags={"quartet/as_of": as_of},
-        )
-    context.update_cursor(as_of)
+    run_config = as_of_config(seen if PROJECT.clock else None)
+    tags = {"quartet/as_of" if PROJECT.clock else "quartet/published": seen}
+    if PARTITIONS is None:  # one run loads whatever is new
+        yield dg.RunRequest(run_key=seen, run_config=run_config, tags=tags)
+    else:
+        for key in partitions_to_run(previous, seen):  # the last one seen may have grown too
+            yield dg.RunRequest(
+                run_key=f"{key}@{seen}", partition_key=key, run_config=run_config, tags=tags
+            )
+    context.update_cursor(seen)
 
 
 def webserver_url() -> str:
@@ -115,5 +138,7 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext) -> None:
         context.log.info(f"alert sent for run {context.dagster_run.run_id}")
 
 
-sensors = [source_api_as_of, alert_on_run_failure]
-schedules = [monthly_full_pipeline]
+#: the freshness sensor only where there is a probe to poll; failures are alerted for any project
+freshness_sensors = [source_freshness] if PROJECT.freshness_probe else []
+sensors = [*freshness_sensors, alert_on_run_failure]
+schedules = [full_pipeline_schedule]

@@ -30,7 +30,7 @@ from dagster_dlt.translator import DltResourceTranslatorData
 from core import settings
 from core.ingestion import window
 from core.pipeline import dlt_pipeline
-from core.source import COLUMNS, PRIMARY_KEY, flights_api_source
+from examples.nycflights.source import COLUMNS, PRIMARY_KEY, flights_api_source
 from orchestrators.dagster.project import CONFIG
 from orchestrators.dagster.resources import ApiClock, SourceAPI, resources
 

@@ -12,7 +12,9 @@ unit_retries                ``RetryRequested(max_retries=...)``; deployed: ``run
 retry_delay_seconds,        the wait before each retry, ``policy.retry_delays()``
 retry_backoff,
 max_retry_delay_seconds
-schedule                    ``build_schedule_from_partitioned_job`` (refused unless monthly)
+schedule                    ``build_schedule_from_partitioned_job`` on monthly or daily
+                            partitions (refused unless its cron matches them); the cron as it
+                            is on an unpartitioned project
 source_poll_seconds         the sensor's ``minimum_interval_seconds`` (refused unless whole)
 heartbeat_seconds           a bound Dagster meets: a lost run worker is reported when its
                             process exits (ADR 0013), long before any heartbeat would lapse
@@ -68,22 +70,39 @@ def _refuse(field: str, value: object, why: str) -> ConfigError:
     return ConfigError(f"dagster cannot honour [orchestration] {field} = {value!r}: {why}")
 
 
-def monthly_offset(policy: OrchestrationPolicy) -> dict[str, int]:
-    """The policy's cron as the minute, hour and day of month a monthly schedule takes."""
+def schedule_offset(policy: OrchestrationPolicy, scheme: str) -> dict[str, int]:
+    """The policy's cron as the offsets a schedule built from the partitioned job takes.
+
+    Dagster derives such a schedule's cadence from the partitions (once per partition, for the
+    one that just ended), so the cron may only choose when in the partition it fires. An
+    unpartitioned project takes the cron as it is: nothing to derive (an empty dict).
+    """
     minute, hour, day, month, weekday = policy.schedule.split()
-    if month != "*" or weekday != "*" or not (minute + hour + day).isdigit():
-        raise _refuse(
-            "schedule",
-            policy.schedule,
-            "the schedule is built from the monthly partitioned job, so it runs once a month "
-            "at a fixed minute, hour and day (e.g. '0 0 1 * *')",
-        )
-    return {"minute_of_hour": int(minute), "hour_of_day": int(hour), "day_of_month": int(day)}
+    if scheme == "monthly":
+        if month != "*" or weekday != "*" or not (minute + hour + day).isdigit():
+            raise _refuse(
+                "schedule",
+                policy.schedule,
+                "the schedule is built from the monthly partitioned job, so it runs once a month "
+                "at a fixed minute, hour and day (e.g. '0 0 1 * *')",
+            )
+        return {"minute_of_hour": int(minute), "hour_of_day": int(hour), "day_of_month": int(day)}
+    if scheme == "daily":
+        if (day, month, weekday) != ("*", "*", "*") or not (minute + hour).isdigit():
+            raise _refuse(
+                "schedule",
+                policy.schedule,
+                "the schedule is built from the daily partitioned job, so it runs once a day "
+                "at a fixed minute and hour (e.g. '0 0 * * *')",
+            )
+        return {"minute_of_hour": int(minute), "hour_of_day": int(hour)}
+    return {}
 
 
-def honoured(policy: OrchestrationPolicy) -> OrchestrationPolicy:
-    """``policy`` when Dagster can follow every field; else a ConfigError naming the field."""
-    monthly_offset(policy)
+def honoured(policy: OrchestrationPolicy, scheme: str) -> OrchestrationPolicy:
+    """``policy`` when Dagster can follow every field for a project partitioned by ``scheme``
+    (monthly, daily or none); else a ConfigError naming the field."""
+    schedule_offset(policy, scheme)
     for field in ("source_poll_seconds", "follow_poll_seconds", "healthy_timeout_seconds"):
         value = getattr(policy, field)
         if value < 1 or not float(value).is_integer():

@@ -1,7 +1,8 @@
-"""The dbt project and what every asset shares: the pipeline's settings, policy and pool.
+"""The dbt project and what every asset shares: the project, the pipeline's settings, policy
+and pool.
 
-Everything derives from ``core.settings`` (QUARTET_HOME) when this module is imported, so import
-it after QUARTET_HOME is set.
+Everything derives from ``core.settings`` (QUARTET_HOME) and the Quartet project
+(QUARTET_PROJECT) when this module is imported, so import it after both are set.
 """
 
 from __future__ import annotations
@@ -10,15 +11,18 @@ from dagster_dbt import DbtProject
 
 from core import kit, settings
 from core.ingestion import load_config
+from core.project import current
 from core.warehouse import allows_parallel_writers
 from orchestrators.dagster.policy import honoured
 
 NAME = "dagster"
-# dbt's profile (transform/profiles.yml) reads the warehouse from the environment
+#: the Quartet project this code location runs (its quartet.toml: source, partitions, dbt)
+PROJECT = current()
+# dbt's profile (the project's profiles.yml) reads the warehouse from the environment
 PIPELINE = settings.export_dbt_env(settings.for_pipeline(NAME))
 CONFIG = load_config()
 #: [orchestration]: refused here, by field, when Dagster cannot follow it (policy.py)
-POLICY = honoured(kit.policy())
+POLICY = honoured(kit.policy(), PROJECT.partitions.scheme)
 
 #: the dbt project; its manifest is the one core prepares for every orchestrator
 #: (``core.dbt.prepare_manifest``), not ``prepare_if_dev()``, which parses under ``dagster dev`` only

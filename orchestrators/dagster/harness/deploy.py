@@ -7,7 +7,8 @@
   submitted through.
 * ``daemon``: one ``dagster-daemon run``: the queued run coordinator (pool limits), schedules,
   sensors, run monitoring and run retries.
-* ``source-api``: the flights API the runs load from (unless SOURCE_API_URL names one).
+* ``source-api``: the bundled demo API the runs load from, for a project that runs it (unless
+  SOURCE_API_URL names another API); a project whose source finds its data itself has none.
 
 DAGSTER_HOME is ``.quartet/dagster/deployed/`` (apart from the dev-mode home); its dagster.yaml
 keeps runs, event logs and schedules on PostgreSQL (dagster-postgres), the URL passed to every
@@ -32,7 +33,15 @@ from core import kit, settings
 from core.kit import NotDeployed, RunFailed, RunRequest, progress
 from core.net import free_port
 from orchestrators.dagster import levers
-from orchestrators.dagster.project import CONFIG, NAME, POLICY, WAREHOUSE_POOL, WAREHOUSE_POOL_LIMIT
+from orchestrators.dagster.partitions import WHOLE_RANGE
+from orchestrators.dagster.project import (
+    CONFIG,
+    NAME,
+    POLICY,
+    PROJECT,
+    WAREHOUSE_POOL,
+    WAREHOUSE_POOL_LIMIT,
+)
 
 JOB = "full_pipeline"
 LOCATION = "quartet"
@@ -137,9 +146,9 @@ def _deployment(create: bool) -> dict:
         "grpc_port": free_port(4266),
         "web_port": free_port(3070),
         "postgres_url": sqlalchemy_url(postgres.database_url(NAME)),
-        "source_api_url": os.environ.get(settings.SOURCE_API_URL_ENV),
+        "source_api_url": os.environ.get(settings.SOURCE_API_URL_ENV) or "",
     }
-    if not state["source_api_url"]:
+    if not state["source_api_url"] and PROJECT.demo_api:
         state["source_api_port"] = free_port(8790)
         state["source_api_url"] = f"http://127.0.0.1:{state['source_api_port']}"
     path.write_text(json.dumps(state, indent=2))
@@ -307,20 +316,22 @@ def _repository() -> dict:
 
 
 def start_automation(state: dict) -> None:
-    """Turn on the schedule and the as-of sensor: from now on the daemon runs them."""
-    from orchestrators.dagster.automation import monthly_full_pipeline, source_api_as_of
+    """Turn on the schedule and the freshness sensor (where the project has a probe): from now
+    on the daemon runs them."""
+    from orchestrators.dagster.automation import freshness_sensors, full_pipeline_schedule
 
-    sensor = {**_repository(), "sensorName": source_api_as_of.name}
-    schedule = {**_repository(), "scheduleName": monthly_full_pipeline.name}
-    for mutation, selector in ((START_SENSOR, sensor), (START_SCHEDULE, schedule)):
+    started = [
+        *((START_SENSOR, {**_repository(), "sensorName": s.name}) for s in freshness_sensors),
+        (START_SCHEDULE, {**_repository(), "scheduleName": full_pipeline_schedule.name}),
+    ]
+    for mutation, selector in started:
         answer = graphql(state, mutation, {"selector": selector})
         result = next(iter(answer.values()))
         already = "already running" in str(result.get("message", ""))
         if result["__typename"] == "PythonError" and not already:
             raise RunFailed(f"Dagster could not start {selector}: {result['message']}")
-    progress.say(
-        NAME, f"daemon runs: sensor {source_api_as_of.name}, schedule {monthly_full_pipeline.name}"
-    )
+    sensors = "".join(f"sensor {s.name}, " for s in freshness_sensors)
+    progress.say(NAME, f"daemon runs: {sensors}schedule {full_pipeline_schedule.name}")
 
 
 def down() -> None:
@@ -401,7 +412,8 @@ query($id: String!) {
 
 
 def submit_backfill(state: dict, as_of: str | None, partitions: Iterable[str]) -> str:
-    """A backfill of the months through ``launchPartitionBackfill``: one run per month."""
+    """A backfill of the partitions through ``launchPartitionBackfill`` (one run for them all:
+    the assets' ``BackfillPolicy.single_run``)."""
     from orchestrators.dagster.automation import as_of_config
     from orchestrators.dagster.definitions import defs
 
@@ -532,7 +544,9 @@ def submit(request: RunRequest) -> None:
     state = _running_state()
     say = lambda line: print(line, flush=True)  # noqa: E731
     log = progress.orchestrator_log(NAME, CHATTY_LOGGERS)
-    label = request.label
+    # the partitions named, or the whole range as this project has it (none: everything new)
+    label = ", ".join(request.partitions) or WHOLE_RANGE
+    label += f" as of {request.as_of}" if request.as_of else ""
     with deployed_instance(state) as instance:
         started = time.monotonic()
         if len(request.partitions) > 1:

@@ -9,9 +9,14 @@ from core import settings
 from core.lineage import Graph
 
 
+def is_raw(key: dg.AssetKey) -> bool:
+    """Whether ``key`` is a raw table: a dlt asset, keyed [raw dataset, table] (assets.py)."""
+    return key.path[0] == settings.RAW_SCHEMA
+
+
 def node_id(key: dg.AssetKey) -> str:
-    """``raw/flights`` -> ``raw.flights``; ``staging/stg_flights`` -> ``stg_flights``."""
-    if key.path[0] == settings.RAW_SCHEMA:
+    """``<raw dataset>/<table>`` -> ``<raw dataset>.<table>``; ``<schema>/<model>`` -> ``<model>``."""
+    if is_raw(key):
         return f"{settings.RAW_SCHEMA}.{key.path[-1]}"
     return key.path[-1]
 
@@ -24,7 +29,8 @@ def declared_graph(defs: dg.Definitions | None = None) -> Graph:
     graph = Graph()
     for key in assets.get_all_asset_keys():
         node = assets.get(key)
-        graph.nodes[node_id(key)] = node.group_name
+        # the raw tables' group is their dataset (``raw``, ``shop_raw``); canonically the layer
+        graph.nodes[node_id(key)] = "raw" if is_raw(key) else node.group_name
         graph.edges |= {(node_id(parent), node_id(key)) for parent in node.parent_keys}
     for check in assets.asset_check_keys:  # dbt data tests (source tests included)
         graph.tests.setdefault(node_id(check.asset_key), set()).add(check.name)

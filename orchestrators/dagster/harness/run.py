@@ -3,7 +3,8 @@
 The run executes on the persistent dev-mode instance under ``.quartet/dagster/home`` (no
 webserver, no daemon), so ``quartet ui dagster`` later shows it. Without ``--partition`` one run
 covers the whole range (a single-run backfill, like bare's full load); each ``--partition`` is a
-run of that month, in the order given.
+run of that partition, in the order given. A project without partitions runs unpartitioned:
+one run, no partition tags, loading whatever is new.
 
 The terminal gets a header, one line per unit (an ingestion resource, a dbt model with its
 tests: data tests as Dagster asset checks plus dbt unit tests) and a result line; Dagster's event
@@ -40,7 +41,7 @@ from core import kit, settings
 from core.kit import RunFailed, RunRequest, progress
 from core.kit.service import process_start_time
 from orchestrators.dagster import levers
-from orchestrators.dagster.partitions import MONTHLY
+from orchestrators.dagster.partitions import PARTITIONS, WHOLE_RANGE
 from orchestrators.dagster.project import (
     NAME,
     PARALLEL_WRITERS,
@@ -91,11 +92,14 @@ def use_dagster_home() -> Path:
 
 
 def partition_tags(partitions: Iterable[str] = ()) -> dict[str, str]:
-    """The tags of a run over ``partitions`` (one month) or of the whole range (a single run)."""
-    months = list(partitions)
-    if len(months) == 1:
-        return {"dagster/partition": months[0]}
-    keys = months or MONTHLY.get_partition_keys()
+    """The tags of a run over ``partitions`` (one partition) or of the whole range (a single
+    run); none for an unpartitioned project."""
+    keys = list(partitions)
+    if len(keys) == 1:
+        return {"dagster/partition": keys[0]}
+    if PARTITIONS is None:
+        return {}
+    keys = keys or PARTITIONS.get_partition_keys()
     return dict(zip(RANGE_TAGS, (keys[0], keys[-1]), strict=True))
 
 
@@ -241,8 +245,8 @@ def execute(
 ):
     """One in-process run of ``job_name`` on the dev-mode instance; returns its result.
 
-    Expects the source API's URL and token in SOURCE_API_URL / SOURCE_API_TOKEN (the resources
-    read them through EnvVar). A failed run is alerted the way the daemon would: by evaluating
+    Expects the source's URL and token in SOURCE_API_URL / SOURCE_API_TOKEN (the resources read
+    them through EnvVar; empty for a source without an API). A failed run is alerted the way the daemon would: by evaluating
     the ``alert_on_run_failure`` sensor for it.
     """
     from orchestrators.dagster.automation import as_of_config
@@ -440,7 +444,7 @@ def failure_summary(events: Iterable) -> str:
 
 
 def run(request: RunRequest) -> None:
-    """``quartet run dagster [--as-of D] [--partition M ...]``: raises RunFailed on a failure."""
+    """``quartet run dagster [--as-of D] [--partition P ...]``: raises RunFailed on a failure."""
     say = lambda message: progress.say(NAME, message)  # noqa: E731
     log = progress.orchestrator_log(NAME, CHATTY_LOGGERS)
     levers.import_definitions_early(_import_definitions)
@@ -449,7 +453,7 @@ def run(request: RunRequest) -> None:
         os.environ[settings.SOURCE_API_URL_ENV] = url
         os.environ[settings.SOURCE_API_TOKEN_ENV] = token
         for partition in request.partitions or [None]:
-            label = f"partition {partition}" if partition else "all months"
+            label = f"partition {partition}" if partition else WHOLE_RANGE
             say(
                 f"running full_pipeline ({label}{f', as of {request.as_of}' if request.as_of else ''})"
             )

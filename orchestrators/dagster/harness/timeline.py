@@ -91,13 +91,13 @@ def units_of(instance, run_id: str) -> list[dict]:
             if key.path[0] == settings.RAW_SCHEMA:
                 continue  # an ingestion asset: its step is the unit
             if key.path[-1] in built:
-                continue  # a full-range run materializes each asset once per month partition
+                continue  # a full-range run materializes each asset once per partition
             built.add(key.path[-1])
             units.append(_node(key.path[-1], "dbt", entry.timestamp, materialization.metadata))
         elif kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             if evaluation.check_name in checked:
-                continue  # like a materialization, once per month partition
+                continue  # like a materialization, once per partition
             checked.add(evaluation.check_name)
             units.append(_node(evaluation.check_name, "test", entry.timestamp, evaluation.metadata))
     return units

@@ -8,6 +8,7 @@ dagster`` leaves no webserver or daemon behind.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import sys
@@ -19,10 +20,20 @@ import dagster as dg
 from core import kit, settings
 from core.kit import UiRequest, progress
 from core.net import free_port
-from orchestrators.dagster.project import NAME
+from orchestrators.dagster.project import NAME, PROJECT
 
 DEFAULT_PORT = 3000
-FIRST_RUN_AS_OF = "2013-01-31"
+
+
+def first_run_as_of() -> str | None:
+    """The clock of the run ``ui`` makes on an empty instance: the last day of the first
+    partition, a run worth looking at that takes seconds. None (whatever the source has) for a
+    project without a clock or without partitions."""
+    partitions = PROJECT.partitions
+    if not (PROJECT.clock and partitions.enabled):
+        return None
+    _, until = partitions.bounds(partitions.first)
+    return (dt.date.fromisoformat(until[:10]) - dt.timedelta(days=1)).isoformat()
 
 
 def dev_service(port: int, home: Path) -> kit.Service:
@@ -84,8 +95,9 @@ def serve(request: UiRequest) -> None:
         with dg.DagsterInstance.get() as instance:
             has_run = bool(instance.get_runs(limit=1))
         if not has_run:
-            as_of = request.as_of or FIRST_RUN_AS_OF
-            progress.say(NAME, f"running as of {as_of} first, to have a run to look at")
+            as_of = request.as_of or first_run_as_of()
+            clock = f" as of {as_of}" if as_of else ""
+            progress.say(NAME, f"running{clock} first, to have a run to look at")
             log = progress.orchestrator_log(NAME, CHATTY_LOGGERS)
             with stdout_to(log) as terminal:
                 execute(as_of=as_of, say=lambda line: print(line, file=terminal, flush=True))

@@ -204,7 +204,7 @@ def test_the_sensor_in_the_daemon_loads_what_the_api_publishes(deployed, bare_in
         cursors = [
             s.instigator_data.cursor
             for s in instance.all_instigator_state()
-            if s.name == "source_api_as_of" and s.instigator_data
+            if s.name == "source_freshness" and s.instigator_data
         ]
         if JANUARY in cursors:
             break
