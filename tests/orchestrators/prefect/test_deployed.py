@@ -424,8 +424,11 @@ def test_token_stays_out_of_logs_and_metadata(deployed, source_api) -> None:
 def test_server_killed_mid_run_and_restarted_loses_nothing(deployed) -> None:
     """Last in the module: it restarts the server. kill -9 of ``prefect server start`` (its
     process group) while a flow run builds dbt over what the module loaded and a second one waits
-    for the deployment's concurrency slot; ``quartet up`` starts the server again (only it). Both
-    end Completed as the restarted server reports them, and the next submitted run completes."""
+    for the deployment's concurrency slot; ``quartet up`` starts the server again (only it). The
+    waiting run ends Completed as the restarted server reports it; the running one too, unless
+    it opened a new API connection during the outage: Prefect's client retries a lost connection
+    only on a client that had connected before (ADR 0015), so that run ends Failed, naming the
+    refused connection, never hanging. The next submitted run completes either way."""
     from prefect.deployments import run_deployment
 
     def submit():
@@ -460,10 +463,11 @@ def test_server_killed_mid_run_and_restarted_loses_nothing(deployed) -> None:
         f"server back {restarted:.1f}s after the kill; worker pid "
         f"{worker_pid} -> {deployed.topology().service('worker').pid}"
     )
-    assert {name: run.state.type.value for name, run in finals.items()} == {
-        "running": "COMPLETED",
-        "waiting": "COMPLETED",
-    }, {name: run.state.message for name, run in finals.items()}
+    assert finals["waiting"].state.is_completed(), finals["waiting"].state.message
+    running = finals["running"].state
+    assert running.is_completed() or (
+        running.is_failed() and "ConnectError" in (running.message or "")
+    ), running.message
 
     submitted = time.monotonic()
     after = wait_final(submit().id, timeout=600)

@@ -118,7 +118,14 @@ def test_ui_serves_pipeline_and_new_data_triggers_a_run(ui, tmp_path) -> None:
         proc,
         log,
     )
-    credential_file = Path(printed(log, r"sign in with the contents of (\S+) \(mode 600\)"))
+    credential_file = Path(  # printed a line after the run's link: wait for it too
+        wait_for(
+            "the credential's file",
+            lambda: printed(log, r"sign in with the contents of (\S+) \(mode 600\)"),
+            proc,
+            log,
+        )
+    )
     assert credential_file.stat().st_mode & 0o777 == 0o600
     auth_string = credential_file.read_text().strip()
     auth = basic(auth_string)
