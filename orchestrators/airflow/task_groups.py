@@ -8,24 +8,49 @@ from core/ingestion.toml's ``[orchestration]`` (tasks.retry_args).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
-
-from airflow.sdk import Param, TaskGroup, get_current_context, task
+from airflow.sdk import (
+    CronDataIntervalTimetable,
+    CronTriggerTimetable,
+    Param,
+    TaskGroup,
+    get_current_context,
+    task,
+)
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
 from cosmos.operators.local import DbtTestLocalOperator
 
 from core import kit, project, settings
-from core.ingestion import load_config, month_start
+from core.ingestion import load_config
 from orchestrators.airflow import NAME, WAREHOUSE_POOL, assets, tasks
 
 CONFIG = load_config()
 POLICY = tasks.checked(kit.policy())
-#: the first and the last month's run (a run's data interval is its month)
+#: how the project slices time: monthly, daily, or none (a run loads whatever is new)
+PARTITIONS = project.current().partitions
+
+
+#: the first and the last partition's run; without partitions there is no range to start from
+#: or to end at (the DAGs run from when they are deployed)
 START, END = (
-    datetime.combine(month_start(month), time(), UTC)
-    for month in (CONFIG.partitions_from, CONFIG.partitions_to)
+    (tasks.partition_start(PARTITIONS.first), tasks.partition_start(PARTITIONS.last))
+    if PARTITIONS.enabled
+    else (None, None)
 )
+
+
+def pipeline_schedule() -> CronDataIntervalTimetable | CronTriggerTimetable:
+    """The pipeline DAG's timetable. With partitions, a scheduled run's data interval is the
+    partition it loads: the policy's cron for monthly ones (a month from one run to the next),
+    a day for daily ones. Without, runs fire on the policy's cron with no interval: each loads
+    whatever the source has that the warehouse has not."""
+    if PARTITIONS.scheme == "daily":
+        return CronDataIntervalTimetable("0 0 * * *", timezone="UTC")
+    if PARTITIONS.enabled:
+        return CronDataIntervalTimetable(POLICY.schedule, timezone="UTC")
+    return CronTriggerTimetable(POLICY.schedule, timezone="UTC")
+
+
 # the configured warehouse (a DuckDB file, or QUARTET_WAREHOUSE_URL), where dbt's profile reads it
 PIPELINE = settings.export_dbt_env(settings.for_pipeline(NAME))
 
@@ -57,27 +82,43 @@ DEFAULT_ARGS = {
     "on_failure_callback": tasks.alert_on_failure,
     **tasks.retry_args(POLICY),
 }
-PARAMS = {
-    "as_of": Param(
-        None,
-        type=["null", "string"],
-        format="date",
-        description="The source API's clock for this run (YYYY-MM-DD); empty: all it has.",
-    ),
-    "partition": Param(
-        None,
-        type=["null", "string"],
-        pattern=r"^\d{4}-\d{2}$",
-        description="A month YYYY-MM; empty: the data interval of a scheduled or backfill run, "
-        "everything for a manual run.",
-    ),
+#: a partition key as the project's scheme spells it: what it is called, and its pattern
+PARTITION_FORMS = {
+    "monthly": ("A month YYYY-MM", r"^\d{4}-\d{2}$"),
+    "daily": ("A day YYYY-MM-DD", r"^\d{4}-\d{2}-\d{2}$"),
 }
+
+
+def run_params() -> dict[str, Param]:
+    """What a run may be asked for, as far as the project declares it: the source's clock and
+    one partition (the runs Quartet starts pass the same keys: tasks.run_conf)."""
+    params = {}
+    if project.current().clock:
+        params["as_of"] = Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="The source's clock for this run (YYYY-MM-DD); empty: all it has.",
+        )
+    if PARTITIONS.enabled:
+        form, pattern = PARTITION_FORMS[PARTITIONS.scheme]
+        params["partition"] = Param(
+            None,
+            type=["null", "string"],
+            pattern=pattern,
+            description=f"{form}; empty: the data interval of a scheduled or backfill run, "
+            "everything for a manual run.",
+        )
+    return params
+
+
+PARAMS = run_params()
 
 
 # -- ingestion: one TaskFlow task per dlt resource ---------------------------------------------
 @task
 def ingest(resource: str) -> dict[str, int]:
-    """Load one resource of the source API into raw.<resource> (dlt, merge on id+updated_at)."""
+    """Load one resource of the project's dlt source into its raw table (merged on its key)."""
     return tasks.ingest_resource(resource, get_current_context())
 
 
@@ -130,9 +171,6 @@ def transformation() -> DbtTaskGroup:
         if unique_id in assets.MODELS:
             operator.inlets = assets.parents(unique_id)
             operator.outlets = [assets.MODELS[unique_id]]
-            if any(
-                p in assets.SOURCES
-                for p in assets.MANIFEST["nodes"][unique_id]["depends_on"]["nodes"]
-            ):
+            if any(p in assets.SOURCES for p in assets.parent_ids(unique_id)):
                 source_tests >> operator
     return group

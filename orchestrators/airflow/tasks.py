@@ -13,8 +13,11 @@ retry_delay_seconds         ``retry_delay``
 retry_backoff               ``retry_exponential_backoff`` (Airflow spreads each wait between
                             one and two times the exponential delay, by a hash of the try)
 max_retry_delay_seconds     ``max_retry_delay``
-schedule                    the pipeline DAG's ``CronDataIntervalTimetable``
-source_poll_seconds         the source-watch sensor's ``poke_interval``
+schedule                    the pipeline DAG's cron: ``CronDataIntervalTimetable`` with
+                            monthly partitions, ``CronTriggerTimetable`` without (daily
+                            partitions run daily: task_groups.pipeline_schedule)
+source_poll_seconds         the source-watch sensor's ``poke_interval`` (a project that
+                            declares a freshness probe)
 heartbeat_seconds           deployed: ``[scheduler] task_instance_heartbeat_timeout`` (whole
                             seconds, at least 30; refused otherwise)
 follow_poll_seconds         how often ``run --deployed`` polls a run
@@ -24,9 +27,9 @@ healthy_timeout_seconds     ``quartet up``: every service healthy and the DAGs p
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 
-from core import alerts, settings, warehouse
+from core import alerts, project, settings, warehouse
 from core.failures import ConfigError, may_retry
 from core.ingestion import OrchestrationPolicy, RunWindow, load_config, window
 from core.pipeline import ingest
@@ -78,31 +81,63 @@ def airflow_failure(exc: BaseException) -> BaseException:
 
 
 def run_window(context, resource: str) -> RunWindow:
-    """The window of one ingestion task: params (as_of, partition) or the run's data interval."""
+    """The window of one ingestion task: params (as_of, partition) or, for a project with
+    partitions, the partition of a scheduled or backfill run's data interval."""
     params = context["params"]
     partition = params.get("partition") or None
+    partitions = project.current().partitions
     run = context["dag_run"]
-    if partition is None and str(run.run_type) in INTERVAL_RUN_TYPES:
-        partition = context["data_interval_start"].strftime("%Y-%m")
+    # run_type is the Task SDK's DagRunType, a str Enum: equal to its value, while its str()
+    # is "DagRunType.BACKFILL" (which matched nothing, and deployed backfills loaded unsliced)
+    if partition is None and partitions.enabled and run.run_type in INTERVAL_RUN_TYPES:
+        partition = partitions.key(context["data_interval_start"].date())
     config = load_config()
     return window(config, as_of=params.get("as_of") or None, partition=partition).only(resource)
 
 
-def ingest_resource(resource: str, context) -> dict[str, int]:
-    """Load one dlt resource for this run's window; the API's URL and token come from the
-    ``quartet_source_api`` connection (the token is its password, masked by Airflow).
+def partition_start(partition: str) -> datetime:
+    """A partition's first instant (UTC): the logical date of the run that loads it, whose data
+    interval is then the partition (as a backfill's runs are)."""
+    return datetime.combine(project.current().partitions.parse(partition), time(), UTC)
 
-    Goes through core.pipeline.ingest, which settles a package a failed run left behind before
-    it extracts again."""
+
+def run_conf(*, as_of: str | None, partition: str | None) -> dict:
+    """The conf of a pipeline run Quartet starts: the params the project declares
+    (task_groups.run_params), and no others."""
+    declared = project.current()
+    conf = {}
+    if declared.clock:
+        conf["as_of"] = as_of
+    if declared.partitions.enabled:
+        conf["partition"] = partition
+    return conf
+
+
+def source_api() -> tuple[str, str]:
+    """The demo API's URL and token, from the ``quartet_source_api`` connection (the token is
+    its password, masked by Airflow); ``("", "")`` for a project whose source is not the demo
+    API, which has no connection (as core.source_service says)."""
+    if not project.current().demo_api:
+        return "", ""
     from airflow.sdk import BaseHook
 
     connection = BaseHook.get_connection(SOURCE_API_CONN)
+    return connection.host, connection.password
+
+
+def ingest_resource(resource: str, context) -> dict[str, int]:
+    """Load one dlt resource for this run's window (the demo API's address from
+    :func:`source_api`).
+
+    Goes through core.pipeline.ingest, which settles a package a failed run left behind before
+    it extracts again."""
+    base_url, token = source_api()
     try:
         result = ingest(
             NAME,
             run_window(context, resource),
-            base_url=connection.host,
-            token=connection.password,
+            base_url=base_url,
+            token=token,
             log=print,
         )
     except Exception as exc:
@@ -137,24 +172,17 @@ def alert_on_failure(context) -> None:
     )
 
 
-def source_status() -> dict:
-    """The API's clock and watermark (its URL and token from the Airflow connection)."""
-    from airflow.sdk import BaseHook
-
-    from core.source_service import api_status
-
-    connection = BaseHook.get_connection(SOURCE_API_CONN)
-    return api_status(connection.host, connection.password)
+def source_published() -> str | None:
+    """The source's newest publication (an ISO timestamp), from the project's freshness probe."""
+    declared = project.current()
+    return project.freshness(declared)(*source_api())
 
 
-def loaded_watermark() -> str | None:
-    """The newest ``updated_at`` the warehouse has loaded (None before the first load)."""
-    return warehouse.loaded_watermark(settings.for_pipeline(NAME).location)
-
-
-def mart_counts() -> dict[str, int]:
-    """Rows of every mart table, printed to the task log."""
-    counts = warehouse.table_counts(settings.for_pipeline(NAME).location, ("marts",))
+def mart_counts(tables: list[str]) -> dict[str, int]:
+    """Rows of each of ``tables`` (``schema.table``), printed to the task log."""
+    schemas = tuple(sorted({table.split(".", 1)[0] for table in tables}))
+    found = warehouse.table_counts(settings.for_pipeline(NAME).location, schemas)
+    counts = {table: found.get(table, 0) for table in tables}
     for table, rows in counts.items():
         print(f"{table}: {rows:,} rows")
     return counts

@@ -1,23 +1,23 @@
-"""The full pipeline, monthly: one task per dlt resource, then the dbt project through Cosmos
-(one task per model, running the model and its tests). A scheduled or backfill run loads its
-data interval's month."""
+"""The full pipeline: one task per dlt resource, then the dbt project through Cosmos (one task
+per model, running the model and its tests). With partitions, a scheduled or backfill run loads
+its data interval's partition (a month, a day); without, every run loads whatever is new."""
 
-from airflow.sdk import DAG, CronDataIntervalTimetable
+from airflow.sdk import DAG
 
 from orchestrators.airflow import PIPELINE_DAG
 from orchestrators.airflow.task_groups import (
     DEFAULT_ARGS,
     END,
     PARAMS,
-    POLICY,
     START,
     ingestion,
+    pipeline_schedule,
     transformation,
 )
 
 with DAG(
     PIPELINE_DAG,
-    schedule=CronDataIntervalTimetable(POLICY.schedule, timezone="UTC"),
+    schedule=pipeline_schedule(),
     start_date=START,
     end_date=END,
     catchup=False,

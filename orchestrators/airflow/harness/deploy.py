@@ -1,15 +1,16 @@
 """Deployed mode: Airflow as its production deployment runs it, as separate local processes.
 
 ``up`` starts, in its own AIRFLOW_HOME (``.quartet/airflow/deployed``) with its metadata on the
-shared PostgreSQL server: the source API (unless SOURCE_API_URL points at one), ``airflow
-api-server``, ``dag-processor``, ``scheduler`` (LocalExecutor, two slots) and ``triggerer``
-(the last two without their log server: every service shares the home's log folder). It
-migrates the metadata DB on first use, creates the writer pool through the REST API and returns
-once every service reports healthy and the DAGs are parsed. ``submit`` triggers runs through the
-REST API v2 (a JWT from ``POST /auth/token``) and follows them until they end; several
-consecutive months go as one backfill (``POST /api/v2/backfills``), which the scheduler runs on
-the monthly timetable. Schedules, the source-watch sensor, retries and the detection of a dead
-worker (its heartbeat stops) all happen inside the scheduler, not in this process.
+shared PostgreSQL server: the demo source API (for a project that runs it, unless SOURCE_API_URL
+points at one), ``airflow api-server``, ``dag-processor``, ``scheduler`` (LocalExecutor, two
+slots) and ``triggerer`` (the last two without their log server: every service shares the home's
+log folder). It migrates the metadata DB on first use, creates the writer pool through the REST
+API and returns once every service reports healthy and the DAGs are parsed. ``submit`` triggers
+runs through the REST API v2 (a JWT from ``POST /auth/token``) and follows them until they end;
+several consecutive partitions go as one backfill (``POST /api/v2/backfills``), which the
+scheduler runs on the pipeline's timetable (each run's data interval is its partition).
+Schedules, the source-watch sensor, retries and the detection of a dead worker (its heartbeat
+stops) all happen inside the scheduler, not in this process.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import kit, settings
-from core.ingestion import months_between
+from core import kit, project, settings
 from core.kit import RunFailed, RunRequest, Service, Topology, progress
 from core.net import free_port
 from orchestrators.airflow import NAME, PIPELINE_DAG, WAREHOUSE_POOL, levers
@@ -81,11 +81,7 @@ def deployed_env(sql_alchemy_conn: str | None = None) -> dict[str, str]:
     heartbeat = int(checked(kit.policy()).heartbeat_seconds)
     return {
         **environment.service_env(home(), ports(), sql_alchemy_conn or metadata_url()),
-        # the API's URL and token as an Airflow connection from the environment: the token is
-        # the connection's password (masked in task logs) and never written to the metadata DB
-        environment.SOURCE_API_CONN_ENV: json.dumps(
-            {"conn_type": "http", "host": source_api_url(), "password": source_api_token()}
-        ),
+        **source_api_env(),
         # a task whose process died stops heartbeating: failed (then retried) after this long
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(heartbeat),
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_SEC": str(max(heartbeat // 6, 1)),
@@ -106,12 +102,25 @@ def deployed_env(sql_alchemy_conn: str | None = None) -> dict[str, str]:
     }
 
 
+def source_api_env() -> dict[str, str]:
+    """The demo API's URL and token as an Airflow connection from the environment: the token is
+    the connection's password (masked in task logs) and never written to the metadata DB. None
+    for a project whose source is not the demo API."""
+    if not project.current().demo_api:
+        return {}
+    return {
+        environment.SOURCE_API_CONN_ENV: json.dumps(
+            {"conn_type": "http", "host": source_api_url(), "password": source_api_token()}
+        )
+    }
+
+
 def topology(env: dict[str, str] | None = None) -> Topology:
     """The deployment's services. ``env`` is only needed to start them (``down`` and ``status``
     find the running processes from what ``up`` recorded)."""
     env = env or {}
     found: list[Service] = []
-    if not os.environ.get(settings.SOURCE_API_URL_ENV):
+    if project.current().demo_api and not os.environ.get(settings.SOURCE_API_URL_ENV):
         port = chosen_ports()["source_api"]
         found.append(
             Service(
@@ -225,12 +234,14 @@ def status() -> dict:
     return topology().status()
 
 
-def months(request: RunRequest) -> tuple[str, str] | None:
-    """(first, last) when the partitions are two or more consecutive months: one backfill."""
+def span(request: RunRequest) -> list[str] | None:
+    """The partitions asked for when they are two or more consecutive ones: one backfill."""
     if len(request.partitions) < 2:
         return None
+    keys = project.current().partitions.keys()
     first, last = min(request.partitions), max(request.partitions)
-    return (first, last) if sorted(request.partitions) == months_between(first, last) else None
+    consecutive = keys[keys.index(first) : keys.index(last) + 1]
+    return consecutive if sorted(request.partitions) == consecutive else None
 
 
 def trigger(client: Api, conf: dict) -> str:
@@ -240,11 +251,13 @@ def trigger(client: Api, conf: dict) -> str:
     return run["dag_run_id"]
 
 
-def backfill(client: Api, first: str, last: str, as_of: str | None) -> list[str]:
-    """One run per month from ``first`` to ``last`` through Airflow's backfill API; the
-    scheduler creates them on the DAG's timetable (each month's data interval)."""
-    start = f"{first}-01T00:00:00Z"
-    end = f"{last}-01T00:00:00Z"
+def backfill(client: Api, partitions: list[str], as_of: str | None) -> list[str]:
+    """One run per partition, in order, through Airflow's backfill API; the scheduler creates
+    them on the DAG's timetable (each partition's data interval)."""
+    from orchestrators.airflow.tasks import partition_start
+
+    first, last = partitions[0], partitions[-1]
+    start, end = (f"{partition_start(key):%Y-%m-%dT%H:%M:%SZ}" for key in (first, last))
     created = client.call(
         "POST",
         "/api/v2/backfills",
@@ -254,11 +267,12 @@ def backfill(client: Api, first: str, last: str, as_of: str | None) -> list[str]
             "to_date": end,
             "reprocess_behavior": "completed",
             "max_active_runs": 1,
-            "dag_run_conf": {"as_of": as_of},
+            # each run's partition is its data interval's: only the clock is passed
+            "dag_run_conf": {"as_of": as_of} if project.current().clock else {},
         },
     )
     progress.say(NAME, f"backfill {created['id']}: {first}..{last}")
-    expected = len(months_between(first, last))
+    expected = len(partitions)
 
     def runs() -> list[dict]:
         found = client.get(
@@ -343,14 +357,16 @@ def follow(client: Api, run_id: str, dag_id: str = PIPELINE_DAG) -> dict:
 
 def submit(request: RunRequest) -> None:
     """Runs triggered through the REST API and followed to their end; raises unless all succeed."""
+    from orchestrators.airflow.tasks import run_conf
+
     client = api()
     client.call("PATCH", f"/api/v2/dags/{PIPELINE_DAG}", {"is_paused": False})
-    span = months(request)
-    if span:
-        run_ids = backfill(client, *span, request.as_of)
+    partitions = span(request)
+    if partitions:
+        run_ids = backfill(client, partitions, request.as_of)
     else:
         run_ids = [
-            trigger(client, {"as_of": request.as_of, "partition": partition})
+            trigger(client, run_conf(as_of=request.as_of, partition=partition))
             for partition in request.partitions or (None,)
         ]
     url = f"http://127.0.0.1:{ports().api}/dags/{PIPELINE_DAG}/runs"

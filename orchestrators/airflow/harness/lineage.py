@@ -17,8 +17,14 @@ from orchestrators.airflow import PIPELINE_DAG
 
 
 def node_id(asset) -> str:
-    """``raw.<table>`` for raw tables, the model name for dbt tables."""
+    """``<raw schema>.<table>`` for raw tables, the model name for dbt tables."""
     return asset.name if asset.group == settings.RAW_SCHEMA else asset.name.split(".", 1)[1]
+
+
+def layer(asset) -> str:
+    """The canonical layer of a table: ``raw`` for the raw tables (whatever the project's raw
+    dataset is called), else the schema dbt puts the model in."""
+    return "raw" if asset.group == settings.RAW_SCHEMA else asset.group
 
 
 def declared_graph(dag=None) -> Graph:
@@ -39,7 +45,7 @@ def declared_graph(dag=None) -> Graph:
 
     for task in dag.tasks:
         for asset in task.outlets:
-            graph.nodes[node_id(asset)] = asset.group
+            graph.nodes[node_id(asset)] = layer(asset)
             graph.edges |= {(node_id(i), node_id(asset)) for i in task.inlets}
         config = getattr(task, "extra_context", {}).get("dbt_node_config")
         if config and config["resource_type"] == "model":  # dbt build --select <model>

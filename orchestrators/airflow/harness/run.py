@@ -17,14 +17,12 @@ import os
 import sys
 import time as clock
 from collections.abc import Iterator
-from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import TextIO
 
 import pluggy
 
-from core import kit, settings, warehouse
-from core.ingestion import month_start
+from core import kit, project, settings, warehouse
 from core.kit import RunFailed, RunRequest, progress
 from orchestrators.airflow import DAGS_FOLDER, NAME, PIPELINE_DAG, levers
 from orchestrators.airflow.harness import environment
@@ -81,14 +79,17 @@ def parsed_dag(log: Path, dag_id: str = PIPELINE_DAG):
 
 def run_once(dag, *, as_of: str | None = None, partition: str | None = None):
     """One in-process ``dag.test()`` run; returns the finished DagRun. A partition run's logical
-    date is the month's start, so the run is that month's data interval, like a backfill's."""
-    logical_date = datetime.combine(month_start(partition), time(), UTC) if partition else None
+    date is the partition's first instant, so the run is that partition's data interval, like a
+    backfill's; without one it is a manual run over whatever is new."""
+    from orchestrators.airflow.tasks import partition_start, run_conf
+
+    logical_date = partition_start(partition) if partition else None
     # the tasks run in this process: dbt (through Cosmos) reads its profile from its environment,
     # so it is set for this run's warehouse here, where the orchestrator takes over
     settings.export_dbt_env(settings.for_pipeline(NAME))
     with levers.frozen_heap():
         return dag.test(
-            logical_date=logical_date, run_conf={"as_of": as_of, "partition": partition}
+            logical_date=logical_date, run_conf=run_conf(as_of=as_of, partition=partition)
         )
 
 
@@ -126,8 +127,8 @@ def shown(location: warehouse.Location) -> str:
 
 
 def unit_of(task_id: str) -> tuple[str, str]:
-    """(kind, unit) of a task id: ``ingest.flights`` -> ingest flights; ``dbt.x_model_build``
-    -> dbt x; any other dbt task runs tests."""
+    """(kind, unit) of a task id: ``ingest.<resource>`` -> ingest <resource>;
+    ``dbt.<model>_model_build`` -> dbt <model>; any other dbt task runs tests."""
     group, _, name = task_id.partition(".")
     if group == "ingest":
         return "ingest", name
@@ -141,8 +142,10 @@ SOURCE_TESTS = "raw_sources"
 
 
 def source_tests(tests: dict[str, tuple]) -> int:
-    """How many dbt tests the raw tables carry (core.lineage attaches them to ``raw.<table>``)."""
-    return sum(len(found) for node, found in tests.items() if node.startswith("raw."))
+    """How many dbt tests the raw tables carry (core.lineage attaches them to the raw table's
+    node, ``<raw schema>.<table>``)."""
+    raw = f"{settings.RAW_SCHEMA}."
+    return sum(len(found) for node, found in tests.items() if node.startswith(raw))
 
 
 class UnitLines:
@@ -281,7 +284,8 @@ def _run(request: RunRequest) -> None:
     environment.migrate_dev()
     location = settings.for_pipeline(NAME).location
     with kit.source_api() as (url, token):
-        environment.source_api_connection(url, token)
+        if project.current().demo_api:  # the API's connection, for a project that runs it
+            environment.source_api_connection(url, token)
         dag = parsed_dag(log)
         try:
             for partition in request.partitions or (None,):
@@ -289,6 +293,12 @@ def _run(request: RunRequest) -> None:
         finally:
             os.environ.pop(environment.SOURCE_API_CONN_ENV, None)
     progress.say(NAME, f"done -> {shown(location)}")
+
+
+def everything() -> str:
+    """What a run given no partition loads, in the project's words."""
+    scheme = project.current().partitions.scheme
+    return {"monthly": "all months", "daily": "all days"}.get(scheme, "everything new")
 
 
 def followed_run(
@@ -311,7 +321,7 @@ def followed_run(
         )
     progress.say(
         NAME,
-        f"run {dag_run.run_id} ({partition or 'all months'}) succeeded in "
+        f"run {dag_run.run_id} ({partition or everything()}) succeeded in "
         f"{clock.monotonic() - started:.1f}s; Airflow's log: {log}",
     )
     return dag_run

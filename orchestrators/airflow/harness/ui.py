@@ -14,8 +14,9 @@ import contextlib
 import os
 import time
 import urllib.parse
+from datetime import date, timedelta
 
-from core import kit, settings
+from core import kit, project, settings
 from core.kit import UiRequest, progress
 from core.net import free_port
 from orchestrators.airflow import NAME, PIPELINE_DAG
@@ -50,6 +51,16 @@ def links(url: str, run_id: str | None) -> list[tuple[str, str, str]]:
     return found
 
 
+def first_partition_end() -> str | None:
+    """The clock of the run recorded for a first look: the last day of the first partition,
+    for a project whose source has a clock and partitions (a small run); else none."""
+    declared = project.current()
+    if not (declared.clock and declared.partitions.enabled):
+        return None
+    _, until = declared.partitions.bounds(declared.partitions.first)
+    return (date.fromisoformat(until[:10]) - timedelta(days=1)).isoformat()
+
+
 def serve(request: UiRequest) -> None:
     from orchestrators.airflow.harness.run import (
         CHATTY_LOGGERS,
@@ -61,16 +72,20 @@ def serve(request: UiRequest) -> None:
     log = progress.orchestrator_log(NAME, CHATTY_LOGGERS)
     home = environment.migrate_dev()
     ports = Ports(api=free_port(request.port or 8080))
-    as_of = request.as_of or "2013-01-31"
+    as_of = request.as_of or first_partition_end()
     progress.say(
         NAME,
         f"dev-mode UI: {', '.join(SERVICES)} on 127.0.0.1:{ports.api}, "
         f"metadata {home / 'airflow.db'}",
     )
     with kit.source_api() as (api_url, token), contextlib.ExitStack() as stack:
-        connection = environment.source_api_connection(api_url, token)
+        # the demo API's connection, for a project that runs it
+        connection = (
+            environment.source_api_connection(api_url, token) if project.current().demo_api else {}
+        )
         if not has_finished_run():
-            progress.say(NAME, f"recording a finished run to look at (as of {as_of})")
+            clock = f" (as of {as_of})" if as_of else ""
+            progress.say(NAME, f"recording a finished run to look at{clock}")
             location = settings.for_pipeline(NAME).location
             with one_dev_run_at_a_time():
                 followed_run(parsed_dag(log), location, log, as_of=as_of, partition=None)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -70,11 +74,72 @@ def test_every_table_is_an_asset_and_marts_schedule_a_dag(pipeline_dag, dag_bag)
     expected |= {f"{layer}.{node}" for node, layer in canonical().nodes.items() if layer != "raw"}
     assert outlets == expected
     marts = dag_bag.get_dag(MARTS_DAG)
-    condition = marts.timetable.asset_condition  # every mart, all of them updated
+    condition = marts.timetable.asset_condition  # every leaf, all of them updated
     scheduled_on = {asset.name for asset in condition.objects}
-    marts_layer = {f"marts.{node}" for node, layer in canonical().nodes.items() if layer == "marts"}
-    assert scheduled_on == marts_layer
-    assert {"marts.fct_flights", "marts.route_stats"} <= scheduled_on
+    graph = canonical()
+    read = {parent for parent, _ in graph.edges}
+    leaves = {f"{layer}.{node}" for node, layer in graph.nodes.items() if node not in read}
+    assert scheduled_on == leaves
+    # fct_flights is read by the marts built on it: their rebuild is the signal, not its own
+    assert {"marts.route_stats", "marts.dim_planes"} <= scheduled_on
+    assert "marts.fct_flights" not in scheduled_on
+
+
+#: what the shop project's DAGs look like to Airflow, printed by a process of its own (the
+#: project is chosen per process: QUARTET_PROJECT, read when the DAG files are parsed)
+SHOP_DAGS = """
+import json
+
+from orchestrators.airflow.harness import environment
+
+environment.configure()  # before Airflow reads its configuration
+
+from airflow.dag_processing.dagbag import DagBag
+
+from core.dbt import prepare_manifest
+
+prepare_manifest()  # as `quartet run` does, before the DAG files read the manifest
+bag = DagBag(dag_folder=str(environment.DAGS_FOLDER))
+pipeline = bag.dags["quartet_pipeline"]
+marts = bag.dags["quartet_marts_published"]
+print("DAGS " + json.dumps({
+    "import_errors": {path: str(error) for path, error in bag.import_errors.items()},
+    "dag_ids": sorted(bag.dag_ids),
+    "marts_schedule": sorted(a.name for a in marts.timetable.asset_condition.objects),
+    "ingest_tasks": sorted(t for t in pipeline.task_ids if t.startswith("ingest.")),
+    "timetable": type(pipeline.timetable).__name__,
+    "params": sorted(pipeline.params),
+}))
+"""
+
+
+def test_a_project_without_partitions_or_probe_parses_without_a_watch(quartet_home):
+    """The shop's CSV export (examples/shop: raw dataset shop_raw, no partitions, no freshness
+    probe, no demo API): every DAG file imports; no source-watch DAG (nothing to poll); the
+    marts DAG waits on the graph's leaves, in the shop's own schema; one ingestion task per
+    resource the shop declares; runs on the policy's cron with no data interval to slice and no
+    partition or clock to ask for."""
+    shop = settings.REPO_ROOT / "examples" / "shop" / "quartet.toml"
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SHOP_DAGS)],
+        env={**os.environ, "QUARTET_PROJECT": str(shop)},
+        cwd=settings.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("DAGS ")]
+    found = json.loads(line.removeprefix("DAGS "))
+
+    assert found["import_errors"] == {}
+    assert WATCH_DAG not in found["dag_ids"]
+    assert found["dag_ids"] == sorted([PIPELINE_DAG, INGEST_DAG, TRANSFORM_DAG, MARTS_DAG])
+    assert found["marts_schedule"] == ["shop_marts.customers", "shop_marts.store_daily_revenue"]
+    tables = ["customers", "order_items", "orders", "products", "stores"]
+    assert found["ingest_tasks"] == [f"ingest.{table}" for table in tables]
+    assert found["timetable"] == "CronTriggerTimetable"
+    assert found["params"] == []
 
 
 def test_lineage_equals_canonical(pipeline_dag):
@@ -96,6 +161,8 @@ def test_data_interval_is_the_partition():
     from datetime import UTC, datetime
     from types import SimpleNamespace
 
+    from airflow.sdk.api.datamodels._generated import DagRunType
+
     from orchestrators.airflow.tasks import run_window
 
     def context(run_type: str, params: dict | None = None) -> dict:
@@ -108,6 +175,9 @@ def test_data_interval_is_the_partition():
     assert run_window(context("scheduled"), "flights").partition == "2013-03"
     assert run_window(context("backfill"), "flights").partition == "2013-03"
     assert run_window(context("manual"), "flights").partition is None
+    # what a task gets at run time: the Task SDK's DagRunType (an Enum, not its string)
+    for run_type, expected in ((DagRunType.BACKFILL, "2013-03"), (DagRunType.MANUAL, None)):
+        assert run_window(context(run_type), "flights").partition == expected
     manual = run_window(
         context("manual", {"partition": "2013-05", "as_of": "2013-06-30"}), "weather"
     )
@@ -116,6 +186,41 @@ def test_data_interval_is_the_partition():
         "2013-06-30",
         ("weather",),
     )
+
+
+@pytest.mark.parametrize(
+    ("scheme", "scheduled", "timetable"),
+    [
+        ("daily", "2013-03-05", "CronDataIntervalTimetable"),
+        ("monthly", "2013-03", "CronDataIntervalTimetable"),
+        ("none", None, "CronTriggerTimetable"),
+    ],
+)
+def test_time_follows_the_project_s_partitions(monkeypatch, scheme, scheduled, timetable):
+    """A scheduled run's partition is its data interval's (a day, a month) on a timetable of
+    that length; without partitions, runs fire on the policy's cron and slice nothing."""
+    from datetime import UTC, datetime
+
+    from core import project
+    from orchestrators.airflow import task_groups
+    from orchestrators.airflow.tasks import run_window
+
+    first, last = {"daily": ("2013-03-01", "2013-03-31"), "monthly": ("2013-01", "2013-12")}.get(
+        scheme, (None, None)
+    )
+    declared = replace(project.current(), partitions=project.Partitions(scheme, first, last))
+    monkeypatch.setattr(project, "current", lambda: declared)
+    monkeypatch.setattr(task_groups, "PARTITIONS", declared.partitions)
+    context = {
+        "params": {},
+        "dag_run": SimpleNamespace(run_type="scheduled"),
+        "data_interval_start": datetime(2013, 3, 5, tzinfo=UTC),
+    }
+    assert run_window(context, "flights").partition == scheduled
+    schedule = task_groups.pipeline_schedule()
+    assert type(schedule).__name__ == timetable
+    expected = "0 0 * * *" if scheme == "daily" else policy().schedule
+    assert schedule.expression == expected
 
 
 @pytest.mark.parametrize(("exc", "retry"), [(make, retry) for _, make, retry in CASES], ids=IDS)
@@ -224,10 +329,6 @@ def test_a_second_dev_run_waits_for_the_first_naming_it(capsys):
 def test_quartet_run_refuses_the_policy_in_one_message(tmp_path):
     """A field Airflow cannot honour stops ``quartet run airflow`` before anything starts:
     exit 2 and one line naming the adapter and the field."""
-    import os
-    import subprocess
-    import sys
-
     toml = settings.INGESTION_CONFIG.read_text()
     assert "heartbeat_seconds = 30" in toml
     config = tmp_path / "ingestion.toml"
