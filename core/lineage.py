@@ -84,11 +84,11 @@ class Graph:
         if title:
             lines.insert(0, f"%% {title}")
         ids = {node: node.replace(".", "_") for node in self.nodes}
-        order = {node: rank for rank, node in enumerate(self.order())}
-        # raw first, then each layer where its first node comes in dependency order
-        for layer in sorted(
-            layers, key=lambda name: (name != "raw", min(order[n] for n in layers[name]))
-        ):
+        depth: dict[str, int] = {}  # the longest path from a raw table to each node
+        for node in self.order():
+            depth[node] = max((depth[p] + 1 for p in self.parents(node)), default=0)
+        # raw first, then the layers in the order they are built (by their deepest node)
+        for layer in sorted(layers, key=lambda name: (max(depth[n] for n in layers[name]), name)):
             lines.append(f"  subgraph {layer}")
             for node in layers[layer]:
                 count = len(self.tests.get(node, ()))
