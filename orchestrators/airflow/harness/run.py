@@ -288,8 +288,11 @@ def _run(request: RunRequest) -> None:
             environment.source_api_connection(url, token)
         dag = parsed_dag(log)
         try:
-            for partition in request.partitions or (None,):
-                followed_run(dag, location, log, as_of=request.as_of, partition=partition)
+            # one handle on the log for every partition's run: Airflow's logging keeps the
+            # stream it was first given, so a handle closed after one run fails the next
+            with open(log, "a") as out:
+                for partition in request.partitions or (None,):
+                    followed_run(dag, location, log, out, as_of=request.as_of, partition=partition)
         finally:
             os.environ.pop(environment.SOURCE_API_CONN_ENV, None)
     progress.say(NAME, f"done -> {shown(location)}")
@@ -302,14 +305,20 @@ def everything() -> str:
 
 
 def followed_run(
-    dag, location: warehouse.Location, log: Path, *, as_of: str | None, partition: str | None
+    dag,
+    location: warehouse.Location,
+    log: Path,
+    out: TextIO,
+    *,
+    as_of: str | None,
+    partition: str | None,
 ):
-    """One ``dag.test()`` run with a line per task as it ends (Airflow's own output to ``log``),
-    then the run's line naming the log; returns the DagRun, raises unless it succeeded."""
+    """One ``dag.test()`` run with a line per task as it ends (Airflow's own output to ``out``,
+    the open ``log``), then the run's line naming the log; returns the DagRun, raises unless it
+    succeeded."""
     started = clock.monotonic()
     with (
         unit_lines(dag.dag_id, location) as lines,
-        open(log, "a") as out,
         contextlib.redirect_stdout(out),  # Airflow prints its log
     ):
         dag_run = run_once(dag, as_of=as_of, partition=partition)

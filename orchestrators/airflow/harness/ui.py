@@ -87,8 +87,8 @@ def serve(request: UiRequest) -> None:
             clock = f" (as of {as_of})" if as_of else ""
             progress.say(NAME, f"recording a finished run to look at{clock}")
             location = settings.for_pipeline(NAME).location
-            with one_dev_run_at_a_time():
-                followed_run(parsed_dag(log), location, log, as_of=as_of, partition=None)
+            with one_dev_run_at_a_time(), open(log, "a") as out:
+                followed_run(parsed_dag(log), location, log, out, as_of=as_of, partition=None)
         env = {
             **environment.service_env(
                 home, ports, os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]

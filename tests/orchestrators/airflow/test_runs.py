@@ -18,7 +18,14 @@ from core import pipeline, settings, warehouse
 from lab.fingerprint import diff, fingerprint
 from orchestrators.airflow import NAME, PIPELINE_DAG, WAREHOUSE_POOL
 from orchestrators.airflow.harness import environment
-from orchestrators.airflow.harness.run import failures, load_dag, run_once, unit_lines, unit_of
+from orchestrators.airflow.harness.run import (
+    failures,
+    followed_run,
+    load_dag,
+    run_once,
+    unit_lines,
+    unit_of,
+)
 from tests.helpers import JANUARY, assert_same_as_bare, months_loaded
 from tests.helpers import fresh_warehouse as wipe_warehouse
 
@@ -122,20 +129,23 @@ def test_event_trigger_starts_a_run_when_the_source_has_new_data(dag_bag, source
 
 
 def test_months_backfilled_in_shuffled_order_match_in_order(
-    pipeline_dag, source_api, fresh_warehouse, connect
+    pipeline_dag, source_api, fresh_warehouse, connect, tmp_path
 ):
     as_of = "2013-02-28"
     months = ["2013-01", "2013-02"]
     pipeline.run("bare_months", as_of=as_of, partitions=months, log=lambda _: None)
     expected = fingerprint(settings.for_pipeline("bare_months").warehouse)
     connect(source_api.url, source_api.token)
-    for partition in ("2013-02", "2013-01"):
-        dag_run = run_once(pipeline_dag, as_of=as_of, partition=partition)
-        assert dag_run.state == "success", failures(dag_run)
-        assert dag_run.conf["partition"] == partition
-        # a partition is a month of publications (February's includes late corrections of
-        # January's last flights), so February is there from the first run on
-        assert "2013-02" in months_loaded(fresh_warehouse)
+    log = tmp_path / "run.log"
+    with open(log, "a") as out:  # as `quartet run airflow --partition A --partition B` runs them
+        for partition in ("2013-02", "2013-01"):
+            dag_run = followed_run(
+                pipeline_dag, fresh_warehouse, log, out, as_of=as_of, partition=partition
+            )
+            assert dag_run.conf["partition"] == partition
+            # a partition is a month of publications (February's includes late corrections of
+            # January's last flights), so February is there from the first run on
+            assert "2013-02" in months_loaded(fresh_warehouse)
     assert months_loaded(fresh_warehouse) == months
     assert_same(expected, fresh_warehouse)
 
