@@ -11,10 +11,12 @@ model or test changes what the tests expect without editing them.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +123,33 @@ def quartet(
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+#: the second example (a shop's CSV export, no partitions, no clock, no freshness probe)
+SHOP = settings.REPO_ROOT / "examples" / "shop" / "quartet.toml"
+#: what a process run by :func:`in_project` prints, before its one JSON value
+RESULT = "RESULT "
+
+
+def in_project(project_file: Path, code: str, *, home: Path | None = None, timeout: float = 600):
+    """Run ``code`` in a process of its own for ``project_file`` (its QUARTET_PROJECT, and its
+    QUARTET_HOME when ``home`` is given), as a user runs that project: a process serves one
+    project, read when its modules load. ``code`` prints ``RESULT <json>``; returns the value."""
+    env = {**os.environ, "QUARTET_PROJECT": str(project_file)}
+    if home is not None:
+        env["QUARTET_HOME"] = str(home)
+    env.pop(settings.SOURCE_API_URL_ENV, None)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        cwd=settings.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith(RESULT)]
+    return json.loads(line.removeprefix(RESULT))
 
 
 #: how long a stopped UI or run may take to stop everything it started, on a loaded machine

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from tests.projects.test_every_project import in_project
+from tests.helpers import in_project
 
 PROJECT = Path(__file__).with_name("quartet.toml")
 
@@ -15,12 +15,12 @@ PROJECT = Path(__file__).with_name("quartet.toml")
 def test_the_marts_add_up_to_the_export(tmp_path: Path) -> None:
     warehouse = in_project(
         PROJECT,
-        tmp_path,
-        """
+        home=tmp_path,
+        code="""
 import json
 from core import pipeline, settings
 pipeline.run("bare", log=lambda _: None)
-print(json.dumps(str(settings.for_pipeline("bare").warehouse)))
+print("RESULT " + json.dumps(str(settings.for_pipeline("bare").warehouse)))
 """,
     )
     with duckdb.connect(warehouse, read_only=True) as db:

@@ -9,30 +9,16 @@ it, so that no module keeps the other project's settings.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from core import project, settings
+from tests.helpers import in_project
 
 PROJECTS = sorted((settings.REPO_ROOT / "examples").glob("*/quartet.toml"))
 #: a project whose bare run is the fast tier's to pay for (nycflights: one month, its clock)
 RUN_FLAGS = {"nycflights": ["--partition", "2013-01", "--as-of", "2013-01-31"]}
-
-
-def in_project(file: Path, home: Path, code: str) -> dict:
-    """Run ``code`` (which prints one JSON value last) in a process for project ``file``."""
-    env = {**os.environ, project.PROJECT_ENV: str(file), "QUARTET_HOME": str(home)}
-    env.pop(settings.SOURCE_API_URL_ENV, None)
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("file", PROJECTS, ids=[p.parent.name for p in PROJECTS])
@@ -40,8 +26,8 @@ def test_the_source_declares_what_the_project_file_says(file: Path, tmp_path: Pa
     chosen = project.load(file)
     facts = in_project(
         file,
-        tmp_path,
-        """
+        home=tmp_path,
+        code="""
 import json
 from core import project
 from core.ingestion import load_config, window
@@ -50,7 +36,7 @@ chosen = project.current()
 source = source_for(window(load_config()), base_url="http://unused", token="unused",
                     config=load_config())
 columns = {name: r.compute_table_schema()["columns"] for name, r in source.resources.items()}
-print(json.dumps({name: [c for c, hint in cols.items() if hint.get("primary_key")]
+print("RESULT " + json.dumps({name: [c for c, hint in cols.items() if hint.get("primary_key")]
                   for name, cols in columns.items()}))
 """,
     )
@@ -66,13 +52,13 @@ def test_the_dbt_project_reads_the_raw_tables_by_relation_without_a_cycle(
     chosen = project.load(file)
     graph = in_project(
         file,
-        tmp_path,
-        """
+        home=tmp_path,
+        code="""
 import json
 from core import lineage
 graph = lineage.canonical()
 graph.order()  # raises on a cycle
-print(json.dumps(graph.to_json()))
+print("RESULT " + json.dumps(graph.to_json()))
 """,
     )
     layers = {node["id"]: node["layer"] for node in graph["nodes"]}
@@ -90,8 +76,8 @@ def test_a_bare_run_builds_every_model_and_a_second_run_changes_nothing(
     flags = RUN_FLAGS.get(project.load(file).name, [])
     facts = in_project(
         file,
-        tmp_path,
-        f"""
+        home=tmp_path,
+        code=f"""
 import json
 from core import dbt, pipeline, settings
 from lab.fingerprint import fingerprint, warehouse_schemas
@@ -104,7 +90,7 @@ pipeline.run("bare", partitions=partitions, as_of=as_of, log=lambda _: None)
 second = fingerprint(settings.for_pipeline("bare").warehouse)
 models = sorted(f"{{n['schema']}}.{{n['alias'] or n['name']}}"
                 for n in dbt.load_manifest()["nodes"].values() if n["resource_type"] == "model")
-print(json.dumps({{"tables": {{k: v.rows for k, v in first.tables.items()}},
+print("RESULT " + json.dumps({{"tables": {{k: v.rows for k, v in first.tables.items()}},
                   "same": first.digest() == second.digest(), "models": models,
                   "schemas": warehouse_schemas()}}))
 """,

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -26,6 +25,7 @@ from orchestrators.airflow import (
     WATCH_DAG,
 )
 from tests.failure_cases import CASES
+from tests.helpers import SHOP, in_project
 
 IDS = [case_id for case_id, _, _ in CASES]
 
@@ -102,7 +102,7 @@ prepare_manifest()  # as `quartet run` does, before the DAG files read the manif
 bag = DagBag(dag_folder=str(environment.DAGS_FOLDER))
 pipeline = bag.dags["quartet_pipeline"]
 marts = bag.dags["quartet_marts_published"]
-print("DAGS " + json.dumps({
+print("RESULT " + json.dumps({
     "import_errors": {path: str(error) for path, error in bag.import_errors.items()},
     "dag_ids": sorted(bag.dag_ids),
     "marts_schedule": sorted(a.name for a in marts.timetable.asset_condition.objects),
@@ -119,18 +119,7 @@ def test_a_project_without_partitions_or_probe_parses_without_a_watch(quartet_ho
     marts DAG waits on the graph's leaves, in the shop's own schema; one ingestion task per
     resource the shop declares; runs on the policy's cron with no data interval to slice and no
     partition or clock to ask for."""
-    shop = settings.REPO_ROOT / "examples" / "shop" / "quartet.toml"
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(SHOP_DAGS)],
-        env={**os.environ, "QUARTET_PROJECT": str(shop)},
-        cwd=settings.REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    (line,) = [x for x in done.stdout.splitlines() if x.startswith("DAGS ")]
-    found = json.loads(line.removeprefix("DAGS "))
+    found = in_project(SHOP, SHOP_DAGS)
 
     assert found["import_errors"] == {}
     assert WATCH_DAG not in found["dag_ids"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from core.ingestion import load_config
 from core.lineage import canonical
 from core.project import Partitions
 from tests.failure_cases import CASES
+from tests.helpers import SHOP, in_project
 
 
 def test_definitions_load_with_the_pipeline_jobs_schedule_and_sensors(dagster_project):
@@ -55,7 +55,7 @@ from orchestrators.dagster.harness.run import partition_tags
 
 graph = defs.resolve_asset_graph()
 keys = graph.get_all_asset_keys()
-print(json.dumps({
+print("RESULT " + json.dumps({
     "partitioned": sorted(k.to_user_string() for k in keys if graph.get(k).partitions_def),
     "external": sorted(k.to_user_string() for k in keys if not graph.get(k).is_materializable),
     "dlt": sorted(k.to_user_string() for a in ingestion_assets for k in a.keys),
@@ -78,17 +78,7 @@ def test_a_project_without_partitions_or_probe_loads_unpartitioned_and_joined(qu
     (joined by relation, no stand-in assets), and no freshness sensor is defined (the failure
     alert is, for any project). A subprocess: the project is read when the definitions load.
     """
-    shop = settings.REPO_ROOT / "examples" / "shop" / "quartet.toml"
-    done = subprocess.run(
-        [sys.executable, "-c", DECLARED],
-        env={**os.environ, "QUARTET_PROJECT": str(shop)},
-        cwd=settings.REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    declared = json.loads(done.stdout.strip().splitlines()[-1])
+    declared = in_project(SHOP, DECLARED)
     tables = ["customers", "order_items", "orders", "products", "stores"]
     assert declared["dlt"] == [f"shop_raw/{table}" for table in tables]
     assert declared["partitioned"] == []

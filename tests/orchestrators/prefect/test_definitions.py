@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import textwrap
 from dataclasses import replace
 
 import pytest
 
-from core import kit, lineage, settings
+from core import kit, lineage
 from core.failures import ConfigError
 from orchestrators.prefect import NEW_DATA_EVENT
 from tests.failure_cases import CASES
-from tests.helpers import expected
+from tests.helpers import SHOP, expected, in_project
 
 
 def test_flows_and_deployments_load() -> None:
@@ -173,7 +169,7 @@ try:
     refused = None
 except ConfigError as exc:
     refused = str(exc)
-print("DEFINITIONS " + json.dumps({
+print("RESULT " + json.dumps({
     "difference": lineage.canonical().difference(declared_graph()),
     "declared": declared_graph().to_json(),
     "deployments": {f"{d.flow_name}/{d.name}": len(d.triggers) for d in deployments()},
@@ -191,18 +187,7 @@ def test_a_project_without_partitions_or_probe_is_the_canonical_graph_without_a_
     probe, no demo API) under Prefect: its declared lineage is the canonical one (dbt source
     ``ecom`` joined to the raw tables by relation); no watcher, no trigger on new data, no
     backfill, which is refused by name; a run is the full pipeline without partitions."""
-    shop = settings.REPO_ROOT / "examples" / "shop" / "quartet.toml"
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(SHOP_DEFINITIONS)],
-        env={**os.environ, "QUARTET_PROJECT": str(shop)},
-        cwd=settings.REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    (line,) = [x for x in done.stdout.splitlines() if x.startswith("DEFINITIONS ")]
-    found = json.loads(line.removeprefix("DEFINITIONS "))
+    found = in_project(SHOP, SHOP_DEFINITIONS)
 
     assert found["difference"] == []
     declared = lineage.Graph.from_json(found["declared"])
