@@ -21,7 +21,7 @@ import dlt
 from dlt.common.runtime.collector import Collector
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from core import dbt, failures, settings, warehouse
+from core import dbt, failures, project, settings, warehouse
 from core.failures import IngestionError
 from core.ingestion import IngestionConfig, RunWindow, load_config, window
 
@@ -249,8 +249,6 @@ def source_for(
     run_window: RunWindow, *, base_url: str | None, token: str | None, config: IngestionConfig
 ):
     """The project's dlt source for one window (its factory, core.project.SourceFactory)."""
-    from core import project
-
     return project.source(
         project.SourceRequest(
             project=project.current(),
@@ -381,33 +379,12 @@ def _ingest_units(
 
 
 def _describe(run_window: RunWindow) -> str:
-    from core import project
-
     parts = []
     if run_window.partition:
         parts.append(f"partition {run_window.partition}")
     if project.current().clock:
         parts.append(f"as of {run_window.as_of}" if run_window.as_of else "as of latest")
     return ", ".join(parts) or "everything new"
-
-
-def describe_run(partitions: Sequence[str] | None, as_of: str | None) -> str:
-    """What a run loads, as its first line says it: the partitions and the clock, where the
-    project has them."""
-    from core import project
-
-    chosen = project.current()
-    if not chosen.partitions.enabled:
-        what = "everything the source has"
-    else:
-        what = (
-            ", ".join(partitions)
-            if partitions
-            else f"every {dict(monthly='month', daily='day')[chosen.partitions.scheme]}"
-        )
-    if chosen.clock:
-        what += f", as of {as_of or 'the latest publication'}"
-    return what
 
 
 class _DbtProcess:
@@ -492,7 +469,7 @@ def run(
     location = settings.for_pipeline(name).location
     warehouse.check_connection(location)  # a wrong URL fails before the API even starts
     dbt.prepare_manifest()  # a dbt project that does not parse fails now, before any load
-    log(f"[{name}] run: {describe_run(partitions, as_of)} -> {_shown(location)}")
+    log(f"[{name}] run: {project.current().describe_run(partitions, as_of)} -> {_shown(location)}")
     parallel = warehouse.allows_parallel_writers(location) and parallel_ingestion()
     builds = _DbtProcess(name)
     try:

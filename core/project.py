@@ -20,7 +20,7 @@ import os
 import re
 import sys
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -157,6 +157,19 @@ class Project:
         raise ConfigError(
             f"project {self.path}: no resource {name!r}; it declares {list(self.resource_names)}"
         )
+
+    def describe_run(self, partitions: Sequence[str] | None, as_of: str | None) -> str:
+        """What a run loads, as its first line says it: the partitions and the clock, where
+        the project has them."""
+        if not self.partitions.enabled:
+            what = "everything the source has"
+        elif partitions:
+            what = ", ".join(partitions)
+        else:
+            what = f"every {'day' if self.partitions.scheme == 'daily' else 'month'}"
+        if self.clock:
+            what += f", as of {as_of or 'the latest publication'}"
+        return what
 
     @property
     def reference_resources(self) -> tuple[str, ...]:

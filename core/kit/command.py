@@ -53,9 +53,9 @@ class RunRequest:
 
     @property
     def label(self) -> str:
-        from core.pipeline import describe_run
+        from core import project
 
-        return describe_run(self.partitions, self.as_of)
+        return project.current().describe_run(self.partitions, self.as_of)
 
 
 @dataclass(frozen=True)
