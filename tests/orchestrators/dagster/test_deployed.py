@@ -3,7 +3,7 @@ submitted through the GraphQL API, a run worker killed mid-ingestion, the sensor
 and `quartet down dagster`.
 
 The topology is started once for this module, in the session's QUARTET_HOME, with its own source
-API whose clock starts at the end of January (the pipeline config's [range] as_of) and a sensor
+API whose clock starts at the end of January (QUARTET_AS_OF, the runs' default clock) and a sensor
 interval of two seconds. Everything is checked on the warehouse (bare's fingerprint) and on what
 Dagster reports.
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from core import settings
+from core.ingestion import AS_OF_ENV
 from tests.browser import NODES, chromium_page, goto_when_served, missing_texts, screenshot
 from tests.helpers import (
     JANUARY,
@@ -35,11 +36,12 @@ SENSOR_SECONDS = 2
 
 
 def _test_config(folder: Path) -> Path:
-    text = settings.INGESTION_CONFIG.read_text()
-    text = re.sub(r"(?m)^as_of = .*$", f'as_of = "{JANUARY}"', text, count=1)
-    text = re.sub(
-        r"(?m)^source_poll_seconds = .*$", f"source_poll_seconds = {SENSOR_SECONDS}", text
+    text, found = re.subn(
+        r"(?m)^source_poll_seconds = .*$",
+        f"source_poll_seconds = {SENSOR_SECONDS}",
+        settings.INGESTION_CONFIG.read_text(),
     )
+    assert found == 1, "core/ingestion.toml has no source_poll_seconds"
     path = folder / "ingestion.toml"
     path.write_text(text)
     return path
@@ -48,8 +50,11 @@ def _test_config(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def deployed(quartet_home, postgres_server, tmp_path_factory, bare_january):
     config = _test_config(tmp_path_factory.mktemp("dagster-deployed"))
-    saved = {k: os.environ.get(k) for k in ("QUARTET_INGESTION_CONFIG", "SOURCE_API_URL")}
+    saved = {
+        k: os.environ.get(k) for k in ("QUARTET_INGESTION_CONFIG", "SOURCE_API_URL", AS_OF_ENV)
+    }
     os.environ["QUARTET_INGESTION_CONFIG"] = str(config)
+    os.environ[AS_OF_ENV] = JANUARY  # the deployment's source API starts at January's end
     os.environ["SOURCE_API_URL"] = ""  # the deployment starts a source API of its own
     started = time.monotonic()
     done = quartet("up", "dagster", timeout=900)
