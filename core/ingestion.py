@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -165,12 +164,9 @@ def parse_date(name: str, value: str) -> str:
 def load_config(path: Path | None = None) -> IngestionConfig:
     """Read the ingestion config; QUARTET_FAULT_RATE / QUARTET_FAULT_SEED / QUARTET_SCALE override."""
     path = path or Path(os.environ.get("QUARTET_INGESTION_CONFIG", settings.INGESTION_CONFIG))
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"ingestion config {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"ingestion config {path} is not valid TOML: {exc}") from None
+    from core import project as projects
+
+    raw = projects.read_toml(path, "ingestion config")
 
     def get(section: str, key: str, kind: type):
         try:
@@ -186,8 +182,6 @@ def load_config(path: Path | None = None) -> IngestionConfig:
             raise ConfigError(
                 f"ingestion config {path}: [{section}] {key} must be {kind.__name__}, got {value!r}"
             ) from None
-
-    from core import project as projects
 
     project = projects.current()
     config = IngestionConfig(

@@ -217,15 +217,21 @@ def current() -> Project:
     return load(path())
 
 
+def read_toml(file: Path, what: str) -> dict[str, Any]:
+    """A TOML file's contents; a missing or malformed one is one ConfigError naming ``what``
+    (the project file, the ingestion config) and the file."""
+    try:
+        return tomllib.loads(file.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {file} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {file} is not valid TOML: {exc}") from None
+
+
 @functools.cache
 def load(file: Path) -> Project:
     """Read and check a project file; every mistake is one ConfigError naming the file."""
-    try:
-        raw = tomllib.loads(file.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"project file {file} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"project file {file} is not valid TOML: {exc}") from None
+    raw = read_toml(file, "project file")
 
     def need(section: str, key: str, default: Any = ..., kind: type = str) -> Any:
         value = raw.get(section, {}).get(key, default)
